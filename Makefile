@@ -1,0 +1,34 @@
+# One command runs the main job (`make demo`), one runs the tests (`make test`).
+# Both create .venv and install what they need themselves; `make test` also installs Debian's
+# prometheus package (promtool + server for the alert-rule and query tests) when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv tools test demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+tools:
+	bash scripts/ensure-prometheus.sh
+
+test: venv tools
+	$(PY) -m pytest -q
+
+demo: venv
+	$(PY) -m evaluation.demo
+
+bench: venv
+	$(PY) bench/extender.py
+	$(PY) bench/webhook.py
+	$(PY) bench/predictor.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache out
