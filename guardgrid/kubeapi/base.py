@@ -95,6 +95,9 @@ class KubeAPI(abc.ABC):
     def create_event(self, pod: PodRecord, reason: str, message: str, event_type: str = "Normal") -> None:
         """Record a core/v1 Event on a pod so `kubectl describe pod` shows GuardGrid's decision."""
 
+    def interrupt_watches(self) -> None:
+        """Ask watches already open to return early (shutdown). Default: nothing; they end at their timeout."""
+
     @abc.abstractmethod
     def acquire_lease(self, namespace: str, name: str, identity: str, duration_seconds: int) -> bool:
         """Take or renew a coordination.k8s.io Lease; True while `identity` holds it (leader election)."""

@@ -87,6 +87,7 @@ class InMemoryKubeAPI(KubeAPI):
         self.events: list[dict[str, Any]] = []  # core/v1 Events recorded by create_event, for assertions
         self.evictions: list[str] = []  # "ns/name" of every granted eviction, in order
         self.leases: dict[str, dict[str, Any]] = {}
+        self._interrupts = 0  # bumped by interrupt_watches(); watches opened before a bump return
         for obj in objects or ():
             self._store(copy.deepcopy(obj), _kind_of(obj), "ADDED", log=False)
 
@@ -125,6 +126,7 @@ class InMemoryKubeAPI(KubeAPI):
         since = int(resource_version or 0)
         deadline = time.monotonic() + timeout_seconds
         with self._lock:
+            generation = self._interrupts
             if since < self._compacted_before - 1:
                 raise ResourceExpired(f"too old resource version: {since} ({self._compacted_before - 1})")
         while True:
@@ -134,6 +136,8 @@ class InMemoryKubeAPI(KubeAPI):
                 pending = [(rv, event, obj) for rv, k, event, obj in self._log if rv > since and k == kind]
                 if not pending:
                     remaining = deadline - time.monotonic()
+                    if self._interrupts != generation:
+                        return
                     if remaining <= 0:
                         # A real server sends a bookmark before closing a watch that asked for them.
                         yield WatchEvent("BOOKMARK", None, str(self._rv))
@@ -212,6 +216,11 @@ class InMemoryKubeAPI(KubeAPI):
                                                    "uid": pod.uid},
                                 "reason": reason, "message": message, "type": event_type,
                                 "source": {"component": "guardgrid"}, "time": self._clock()})
+
+    def interrupt_watches(self) -> None:
+        with self._lock:
+            self._interrupts += 1
+            self._lock.notify_all()
 
     def acquire_lease(self, namespace: str, name: str, identity: str, duration_seconds: int) -> bool:
         with self._lock:

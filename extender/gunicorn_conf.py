@@ -1,0 +1,26 @@
+"""gunicorn settings for the extender: `gunicorn -c extender/gunicorn_conf.py "extender.app:create_app()"`.
+
+Why these: kube-scheduler calls filter then prioritize sequentially per pod, so latency matters more than
+concurrency; two sync workers keep both cores busy with no thread switching on the hot path. Each worker
+builds its own node/pod cache (no preload: threads do not survive fork). prometheus-client's multiprocess
+mode needs PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod) and the dead-worker cleanup below.
+"""
+
+import os
+
+from prometheus_client import multiprocess
+
+bind = os.environ.get("GUARDGRID_EXTENDER_BIND", "0.0.0.0:8888")
+workers = int(os.environ.get("GUARDGRID_EXTENDER_WORKERS", "2"))
+worker_class = "sync"
+keepalive = 30  # kube-scheduler reuses connections
+timeout = 30
+graceful_timeout = 10
+accesslog = None
+errorlog = "-"
+worker_tmp_dir = os.environ.get("GUARDGRID_WORKER_TMP_DIR", "/tmp")  # read-only root: heartbeat files in /tmp
+
+
+def child_exit(server, worker):  # noqa: ANN001 - gunicorn hook signature
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

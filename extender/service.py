@@ -1,0 +1,81 @@
+"""The extender's decisions: wire requests in, core placement decisions out. No Flask here.
+
+Why a separate layer: the HTTP app stays a thin adapter, and tests and the benchmark's no-op baseline can
+drive the same service object directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from extender import metrics
+from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, preemption_result,
+                           priority_list)
+from guardgrid.config import Settings
+from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
+                                 preemption_candidates, scores)
+from guardgrid.records import RecordError, pod_from_dict
+from guardgrid.snapshot import Snapshot
+from guardgrid.state import ClusterState
+
+__all__ = ["ExtenderService"]
+
+log = logging.getLogger(__name__)
+
+
+class ExtenderService:
+    """Answers filter, prioritize and preempt from the cluster state and the latest snapshot."""
+
+    def __init__(self, state: ClusterState, settings: Settings,
+                 snapshot: Callable[[], Snapshot | None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.settings = settings
+        self.snapshot = snapshot
+        self.clock = clock
+        self.aligner = ForecastAligner(settings.fault_prior_rate_per_hour)
+
+    def snapshot_age(self) -> float:
+        current = self.snapshot()
+        return current.age(self.clock()) if current is not None else math.inf
+
+    def _evaluate(self, args: ExtenderArgs):  # type: ignore[no-untyped-def]
+        snapshot = self.snapshot()
+        demand = PodDemand.of(args.pod, snapshot)
+        return evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, self.clock())
+
+    def filter(self, args: ExtenderArgs) -> bytes:
+        evaluation = self._evaluate(args)
+        passed, failed, reasons = filter_decisions(evaluation, self.settings.risk_threshold)
+        for reason in reasons.values():
+            metrics.NODES_REJECTED.labels(reason).inc()
+        return filter_result(args, passed, failed)
+
+    def prioritize(self, args: ExtenderArgs) -> bytes:
+        evaluation = self._evaluate(args)
+        return priority_list(args.node_names, scores(evaluation, self.settings))
+
+    def preempt(self, args: PreemptionArgs) -> bytes:
+        candidates = [VictimSet(v.node, tuple(v.uids), tuple(self._resolve(v)), v.pdb_violations)
+                      for v in args.candidates]
+        kept, dropped = preemption_candidates(args.pod.job, candidates)
+        for node, why in dropped.items():
+            log.info("preempt %s: dropping candidate %s: %s", args.pod.key, node, why)
+        keep = {c.node for c in kept}
+        return preemption_result([v for v in args.candidates if v.node in keep])
+
+    def _resolve(self, victims: Victims) -> list:  # type: ignore[type-arg]
+        """Victim records: from the request's whole pods when sent, else from our pod cache by UID."""
+        resolved = []
+        for position, uid in enumerate(victims.uids):
+            record = self.state.pods.get(uid) if uid else None
+            if record is None and victims.pods is not None:
+                try:
+                    record = pod_from_dict(victims.pods[position])
+                except RecordError:
+                    record = None
+            resolved.append(record)
+        return resolved

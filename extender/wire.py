@@ -1,0 +1,164 @@
+"""kube-scheduler's extender wire format (k8s.io/kube-scheduler/extender/v1), parsed and built exactly.
+
+Why strict here and nowhere else: this is the one place untrusted bytes enter; everything past it works on
+typed values. Observed on a real v1.36 scheduler (tests/fixtures/README.md):
+- requests carry `Pod`, `Nodes`, `NodeNames`, the unused one `null`; the pod has no kind/apiVersion;
+- with nodeCacheCapable the scheduler reads `NodeNames` back, otherwise ONLY `Nodes` (answering names alone
+  filtered every node out), and the Node objects returned replace its copies: return them unchanged;
+- preemption brings `NodeNameToVictims` (whole pods) or `NodeNameToMetaVictims` (UIDs); we always answer
+  `NodeNameToMetaVictims`;
+- only HTTP 200 with an empty `Error` counts as success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from guardgrid.records import PodRecord, RecordError, pod_from_dict
+
+__all__ = ["WireError", "ExtenderArgs", "PreemptionArgs", "Victims", "parse_extender_args", "parse_preemption_args",
+           "filter_result", "priority_list", "preemption_result", "error_body"]
+
+
+class WireError(ValueError):
+    """A request the extender cannot read; `status` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ExtenderArgs:
+    pod: PodRecord
+    node_names: list[str]
+    nodes: list[dict[str, Any]] | None  # full mode: the Node objects as sent, to be returned unchanged
+    node_list_meta: dict[str, Any] | None
+
+    @property
+    def full_mode(self) -> bool:
+        return self.nodes is not None
+
+
+@dataclass(frozen=True)
+class Victims:
+    node: str
+    uids: list[str]
+    pods: list[dict[str, Any]] | None  # whole victim pods (no node cache); None with meta victims
+    pdb_violations: int
+
+
+@dataclass(frozen=True)
+class PreemptionArgs:
+    pod: PodRecord
+    candidates: list[Victims]
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise WireError("empty request body: expected kube-scheduler ExtenderArgs JSON")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError(f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _pod(data: Mapping[str, Any]) -> PodRecord:
+    pod = data.get("Pod")
+    if pod is None:
+        raise WireError("missing 'Pod': kube-scheduler always sends the pod being scheduled")
+    if not isinstance(pod, dict):
+        raise WireError(f"'Pod' must be an object, got {type(pod).__name__}")
+    try:
+        return pod_from_dict(pod)
+    except RecordError as exc:
+        raise WireError(f"'Pod' cannot be read: {exc}") from None
+
+
+def parse_extender_args(body: bytes) -> ExtenderArgs:
+    """Filter and prioritize requests."""
+    data = _load(body)
+    pod = _pod(data)
+    names = data.get("NodeNames")
+    nodes = data.get("Nodes")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise WireError("'NodeNames' must be a list of strings")
+        return ExtenderArgs(pod, names, None, None)
+    if nodes is not None:
+        if not isinstance(nodes, dict) or not isinstance(nodes.get("items"), list):
+            raise WireError("'Nodes' must be a NodeList object with 'items'")
+        items = nodes["items"]
+        node_names = []
+        for i, node in enumerate(items):
+            name = node.get("metadata", {}).get("name") if isinstance(node, dict) else None
+            if not isinstance(name, str) or not name:
+                raise WireError(f"'Nodes.items[{i}]' has no metadata.name")
+            node_names.append(name)
+        meta = nodes.get("metadata")
+        return ExtenderArgs(pod, node_names, items, meta if isinstance(meta, dict) else {})
+    raise WireError("neither 'NodeNames' nor 'Nodes' given: nothing to filter")
+
+
+def parse_preemption_args(body: bytes) -> PreemptionArgs:
+    data = _load(body)
+    pod = _pod(data)
+    meta = data.get("NodeNameToMetaVictims")
+    full = data.get("NodeNameToVictims")
+    source, is_full = (full, True) if full is not None else (meta, False)
+    if source is None:
+        return PreemptionArgs(pod, [])
+    if not isinstance(source, dict):
+        raise WireError("'NodeNameToVictims'/'NodeNameToMetaVictims' must be an object keyed by node name")
+    candidates = []
+    for node, victims in source.items():
+        if not isinstance(victims, dict):
+            raise WireError(f"victims of node {node!r} must be an object with 'Pods'")
+        pods = victims.get("Pods") or []
+        if not isinstance(pods, list) or not all(isinstance(p, dict) for p in pods):
+            raise WireError(f"'Pods' of node {node!r} must be a list of objects")
+        if is_full:
+            uids = [str((p.get("metadata") or {}).get("uid", "")) for p in pods]
+        else:
+            uids = [str(p.get("UID", "")) for p in pods]
+        violations = victims.get("NumPDBViolations", 0)
+        if not isinstance(violations, int) or isinstance(violations, bool):
+            raise WireError(f"'NumPDBViolations' of node {node!r} must be an integer")
+        candidates.append(Victims(node, uids, pods if is_full else None, violations))
+    return PreemptionArgs(pod, candidates)
+
+
+def filter_result(args: ExtenderArgs, passed: list[str], failed: Mapping[str, str],
+                  unresolvable: Mapping[str, str] | None = None, error: str = "") -> bytes:
+    """ExtenderFilterResult in the mode the scheduler asked in."""
+    body: dict[str, Any] = {"Nodes": None, "NodeNames": None, "FailedNodes": dict(failed),
+                            "FailedAndUnresolvableNodes": dict(unresolvable or {}), "Error": error}
+    if args.full_mode:
+        assert args.nodes is not None
+        keep = set(passed)
+        body["Nodes"] = {"metadata": args.node_list_meta or {},
+                         "items": [n for n, name in zip(args.nodes, args.node_names) if name in keep]}
+    else:
+        body["NodeNames"] = passed
+    return orjson.dumps(body)
+
+
+def priority_list(names: list[str], scores: list[int]) -> bytes:
+    return orjson.dumps([{"Host": name, "Score": score} for name, score in zip(names, scores)])
+
+
+def preemption_result(kept: list[Victims]) -> bytes:
+    return orjson.dumps({"NodeNameToMetaVictims": {
+        v.node: {"Pods": [{"UID": uid} for uid in v.uids], "NumPDBViolations": v.pdb_violations} for v in kept}})
+
+
+def error_body(message: str) -> bytes:
+    """The body of a non-200 answer: `Error` is what the scheduler logs, `error` for humans and curl."""
+    return orjson.dumps({"Error": message, "error": message})

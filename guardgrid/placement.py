@@ -1,0 +1,269 @@
+"""Placement decisions: filter, score and preemption-candidate choice for one pod over candidate nodes.
+
+This is the extender's brain, kept in core so the evaluation's simulation runs the very same code. It
+combines three sources, all read without I/O:
+- the cluster state (allocatable, requested and standby memory per node, recent binds),
+- the predictor snapshot, aligned to the state's node order once per (snapshot, node set) and cached,
+- the pod (its memory request, its job, its workload's learned peak).
+
+Memory held by a standby slot of the pod's *own* job counts as available to the pod everywhere: the slot
+exists to be taken over by it (preemption evicts it). Other jobs' slots count as used: they are promised.
+
+Two modes per node:
+- forecast (fresh snapshot covering the node): base = forecast mean + other jobs' standby reservations;
+  pods bound after the forecast was made, or within the in-flight window, add their requests on top.
+- requests fallback (no snapshot, a stale one, or a node the predictor does not know yet): base = the
+  node's requested memory minus the pod's own slot, spread = a fixed fraction of allocatable. This fails
+  open: it never rejects a node the scheduler's own resource fit would accept with margin.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from guardgrid.config import Settings
+from guardgrid.quantity import format_bytes
+from guardgrid.records import PodRecord
+from guardgrid.risk import oom_risk
+from guardgrid.snapshot import Snapshot
+from guardgrid.state import ClusterState, NodeTable
+
+__all__ = ["PodDemand", "Evaluation", "ForecastAligner", "evaluate", "filter_decisions", "scores",
+           "preemption_candidates", "MAX_SCORE", "VictimSet"]
+
+FloatArray = npt.NDArray[np.float64]
+MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority; it does not clamp, so we must
+
+
+@dataclass(frozen=True, slots=True)
+class PodDemand:
+    """What a decision needs from the incoming pod."""
+
+    uid: str
+    job: str
+    request: float  # bytes
+    peak: float  # expected peak: max(request, learned peak of its workload)
+
+    @classmethod
+    def of(cls, pod: PodRecord, snapshot: Snapshot | None) -> PodDemand:
+        peak = float(pod.memory_request)
+        job = pod.job
+        if snapshot is not None and job in snapshot.workloads:
+            peak = max(peak, snapshot.workloads[job].peak_memory_bytes)
+        return cls(uid=pod.uid, job=job, request=float(pod.memory_request), peak=peak)
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """Snapshot columns in the order of one NodeTable."""
+
+    covered: npt.NDArray[np.bool_]
+    mean: FloatArray
+    spread: FloatArray
+    fault_rate: FloatArray
+
+
+class ForecastAligner:
+    """Aligns a snapshot's per-node figures to a NodeTable once, not once per request.
+
+    Keyed by the snapshot object's identity and the table version: a new snapshot or node set realigns.
+    """
+
+    def __init__(self, prior_fault_rate: float) -> None:
+        self._prior = prior_fault_rate
+        self._lock = threading.Lock()
+        self._key: tuple[int, int] | None = None
+        self._value: _Aligned | None = None
+
+    def align(self, snapshot: Snapshot, table: NodeTable) -> _Aligned:
+        key = (id(snapshot), table.version)
+        with self._lock:
+            if self._key == key and self._value is not None:
+                return self._value
+        count = len(table)
+        covered = np.zeros(count, dtype=np.bool_)
+        mean = np.zeros(count)
+        spread = np.zeros(count)
+        fault = np.full(count, self._prior)
+        for i, node in enumerate(table.nodes):
+            forecast = snapshot.nodes.get(node.name)
+            if forecast is not None:
+                covered[i] = True
+                mean[i] = forecast.forecast_mean_bytes
+                spread[i] = forecast.forecast_std_bytes
+                fault[i] = forecast.fault_rate_per_hour
+        value = _Aligned(covered, mean, spread, fault)
+        with self._lock:
+            self._key, self._value = key, value
+        return value
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-candidate figures, in the order the scheduler sent the candidates."""
+
+    names: Sequence[str]
+    known: npt.NDArray[np.bool_]  # in the cache
+    forecast: npt.NDArray[np.bool_]  # judged on a forecast (else on requests)
+    allocatable: FloatArray
+    base: FloatArray  # memory in use/promised before the pod, own slot excluded
+    inflight: FloatArray
+    own_slot: FloatArray
+    spread: FloatArray
+    fault_rate: FloatArray
+    peak: float
+    risk: FloatArray
+
+    @property
+    def utilisation_after(self) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            util = (self.base + self.inflight + self.peak) / self.allocatable
+        return np.where(self.allocatable > 0, util, np.inf)
+
+
+def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
+             candidates: Sequence[str], settings: Settings, now: float) -> Evaluation:
+    """Risk and the figures behind it for `pod` on each candidate node."""
+    table = state.table
+    index = table.index
+    rows = np.fromiter((index.get(name, -1) for name in candidates), dtype=np.int64, count=len(candidates))
+    known = rows >= 0
+    safe_rows = np.where(known, rows, 0)
+    count = len(candidates)
+    if len(table) == 0:
+        zeros = np.zeros(count)
+        return Evaluation(candidates, known, np.zeros(count, np.bool_), zeros, zeros, zeros, zeros, zeros + 1,
+                          zeros, pod.peak, np.ones(count))
+    allocatable = np.where(known, table.allocatable[safe_rows], 0.0)
+    requested = table.requested[safe_rows]
+    standby = table.standby[safe_rows]
+
+    own_by_node = state.own_standby(pod.job)
+    own_slot = np.zeros(count)
+    if own_by_node:
+        for position, name in enumerate(candidates):
+            own_slot[position] = own_by_node.get(name, 0.0)
+
+    # The pod itself may already be in the cache on some node (a retried cycle, a stale bind): don't count it.
+    self_request = np.zeros(count)
+    existing = state.pods.get(pod.uid)
+    if existing is not None and existing.holds_memory:
+        self_request[[i for i, name in enumerate(candidates) if name == existing.node_name]] = existing.memory_request
+
+    fallback_base = np.maximum(requested - own_slot - self_request, 0.0)
+    fallback_spread = settings.fallback_spread * allocatable
+    fresh = snapshot is not None and not snapshot.stale and \
+        snapshot.age(now) <= settings.snapshot_max_age_seconds
+    if fresh:
+        assert snapshot is not None
+        aligned = aligner.align(snapshot, table)
+        covered = known & aligned.covered[safe_rows]
+        forecast_base = aligned.mean[safe_rows] + np.maximum(standby - own_slot, 0.0)
+        base = np.where(covered, forecast_base, fallback_base)
+        spread = np.where(covered, aligned.spread[safe_rows], fallback_spread)
+        fault_rate = aligned.fault_rate[safe_rows]
+        since = min(snapshot.generated_at, now - settings.inflight_window_seconds)
+        inflight_all = state.inflight(table, since, now)
+        inflight = np.where(covered, inflight_all[safe_rows], 0.0)
+    else:
+        covered = np.zeros(count, dtype=np.bool_)
+        base = fallback_base
+        spread = fallback_spread
+        fault_rate = np.full(count, settings.fault_prior_rate_per_hour)
+        inflight = np.zeros(count)
+    risk = oom_risk(base + inflight + pod.peak, allocatable, spread)
+    risk = np.where(known, risk, 1.0)
+    return Evaluation(candidates, known, covered, allocatable, base, inflight, own_slot, spread, fault_rate,
+                      pod.peak, risk)
+
+
+def filter_decisions(evaluation: Evaluation, threshold: float) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(passed names, failed name -> message, reason label per failed name for metrics)."""
+    passed: list[str] = []
+    failed: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    rejected = evaluation.risk > threshold
+    for position, name in enumerate(evaluation.names):
+        if not evaluation.known[position]:
+            failed[name] = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"
+            reasons[name] = "unknown_node"
+        elif rejected[position]:
+            in_use = evaluation.base[position] + evaluation.inflight[position]
+            source = "forecast" if evaluation.forecast[position] else "requested"
+            failed[name] = (f"GuardGrid: predicted OOM risk {evaluation.risk[position]:.2f} > {threshold:.2f} "
+                            f"({source} {format_bytes(in_use)} + pod {format_bytes(evaluation.peak)} of "
+                            f"{format_bytes(evaluation.allocatable[position])})")
+            reasons[name] = "oom_risk"
+        else:
+            passed.append(name)
+    return passed, failed, reasons
+
+
+def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
+    """Integer scores 0..10: 10 for a node holding the pod's own standby slot, else 0..9 by the weighted terms.
+
+    Terms, each in [0, 1]: low risk (relative to the filter threshold), low memory utilisation after placement
+    (spreads load, leaving headroom for growth), low node fault rate (relative to a reference rate).
+    """
+    threshold = max(settings.risk_threshold, 1e-9)
+    risk_term = 1.0 - np.minimum(evaluation.risk / threshold, 1.0)
+    balance_term = 1.0 - np.clip(evaluation.utilisation_after, 0.0, 1.0)
+    fault_term = 1.0 - np.minimum(evaluation.fault_rate / settings.fault_rate_reference_per_hour, 1.0)
+    weights = settings.weight_risk + settings.weight_balance + settings.weight_fault
+    if weights <= 0:
+        combined = np.zeros(len(evaluation.names))
+    else:
+        combined = (settings.weight_risk * risk_term + settings.weight_balance * balance_term
+                    + settings.weight_fault * fault_term) / weights
+    graded = np.rint(np.clip(combined, 0.0, 1.0) * (MAX_SCORE - 1)).astype(np.int64)
+    graded = np.where(evaluation.own_slot > 0, MAX_SCORE, graded)
+    graded = np.where(evaluation.known, graded, 0)
+    return [int(v) for v in np.clip(graded, 0, MAX_SCORE)]
+
+
+@dataclass(frozen=True, slots=True)
+class VictimSet:
+    """One preemption candidate as the scheduler proposed it."""
+
+    node: str
+    uids: tuple[str, ...]
+    victims: tuple[PodRecord | None, ...]  # resolved victims; None where a UID is unknown
+    pdb_violations: int
+
+
+def preemption_candidates(job: str, candidates: Sequence[VictimSet]) -> tuple[list[VictimSet], dict[str, str]]:
+    """Keep candidates whose victims are all GuardGrid standby slots; prefer those holding the job's own slot.
+
+    Returns the kept candidates and, for the log, why each other one was dropped. A victim we cannot
+    resolve makes its node unsafe: we would not know what we let the scheduler kill.
+    """
+    kept: list[VictimSet] = []
+    dropped: dict[str, str] = {}
+    for candidate in candidates:
+        unknown = [uid for uid, victim in zip(candidate.uids, candidate.victims) if victim is None]
+        if unknown:
+            dropped[candidate.node] = f"unknown victim UID {unknown[0]}"
+            continue
+        precious = [v for v in candidate.victims if v is not None and not v.is_standby]
+        if precious:
+            dropped[candidate.node] = f"victim {precious[0].key} is not a GuardGrid standby slot"
+            continue
+        kept.append(candidate)
+    if job:
+        own = [c for c in kept if any(v is not None and v.standby_for == job for v in c.victims)]
+        if own:
+            for candidate in kept:
+                if candidate not in own:
+                    dropped[candidate.node] = "another node holds this job's own standby slot"
+            kept = own
+    return kept, dropped
+
+
+def standby_memory_by_job(state: ClusterState) -> Mapping[str, Mapping[str, float]]:
+    """Convenience for reports: every job's standby memory by node."""
+    return state.standby_jobs()
