@@ -148,7 +148,11 @@ class ClusterCache:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop both reflectors. Interrupts repeatedly: a reflector that checked `stop` just before it was set
+        may open one more watch after the first interrupt, and must not hold shutdown for a watch timeout."""
         self._stop.set()
-        self.api.interrupt_watches()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            while thread.is_alive() and time.monotonic() < deadline:
+                self.api.interrupt_watches()
+                thread.join(0.1)

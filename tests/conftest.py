@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# The recording API-server stub's fixtures (apiserver, api_client) for the real adapter's tests.
+pytest_plugins = ["apiserver_stub"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULER = FIXTURES / "kube-scheduler"
 NODE_CACHE_CLUSTER = SCHEDULER / "cluster.json"

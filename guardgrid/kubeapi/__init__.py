@@ -18,4 +18,4 @@ def make_kube_api(settings: Settings) -> KubeAPI:
         return InMemoryKubeAPI.from_file(settings.cluster_file)
     from guardgrid.kubeapi.real import RealKubeAPI
 
-    return RealKubeAPI.from_environment()
+    return RealKubeAPI.from_environment(reporting_instance=settings.pod_name)
