@@ -102,7 +102,7 @@ class Snapshot:
             "nodes": {name: asdict(node) for name, node in self.nodes.items()},
             "workloads": {name: asdict(w) for name, w in self.workloads.items()},
             "standby": [asdict(s) for s in self.standby],
-            "jobs": {name: asdict(j) for name, j in self.jobs.items()},
+            "jobs": {name: _finite_or_null(asdict(j)) for name, j in self.jobs.items()},
         }
 
     def to_json(self) -> bytes:
@@ -148,15 +148,23 @@ class Snapshot:
             ) for i, s in enumerate(_sequence(data, "standby"))),
             jobs={name: JobAdvice(
                 checkpoint_interval_seconds=_number(j, "checkpoint_interval_seconds", f"jobs.{name}"),
-                mtbf_seconds=_number(j, "mtbf_seconds", f"jobs.{name}", math.inf),
+                mtbf_seconds=_number(j, "mtbf_seconds", f"jobs.{name}", math.inf, null_means_infinite=True),
                 checkpoint_cost_seconds=_number(j, "checkpoint_cost_seconds", f"jobs.{name}", 0.0),
             ) for name, j in _mapping(data, "jobs").items()},
         )
 
 
-def _number(data: Any, key: str, where: str, default: float | None = None) -> float:
+def _finite_or_null(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no infinity (orjson writes null): an infinite MTBF, a node that never fails, goes out as null."""
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in values.items()}
+
+
+def _number(data: Any, key: str, where: str, default: float | None = None,
+            null_means_infinite: bool = False) -> float:
     if not isinstance(data, Mapping):
         raise SnapshotError(f"{where}: expected an object")
+    if null_means_infinite and key in data and data[key] is None:
+        return math.inf
     value = data.get(key, default)
     if value is None:
         raise SnapshotError(f"{where}.{key}: missing")

@@ -54,3 +54,10 @@ def test_age_never_goes_negative_and_missing_mtbf_means_infinite():
     wire = orjson.loads(_snapshot().to_json())
     del wire["jobs"]["resnet"]["mtbf_seconds"]
     assert math.isinf(Snapshot.from_dict(wire).jobs["resnet"].mtbf_seconds)
+
+
+def test_an_infinite_mtbf_travels_as_null_and_comes_back_infinite():
+    snapshot = Snapshot(generated_at=1.0, jobs={"never-fails": JobAdvice(14400.0, math.inf, 60.0)})
+    wire = orjson.loads(snapshot.to_json())
+    assert wire["jobs"]["never-fails"]["mtbf_seconds"] is None
+    assert Snapshot.from_json(snapshot.to_json()) == snapshot
