@@ -21,6 +21,15 @@ errorlog = "-"
 worker_tmp_dir = os.environ.get("GUARDGRID_WORKER_TMP_DIR", "/tmp")  # read-only root: heartbeat files in /tmp
 
 
+def on_starting(server):  # noqa: ANN001 - gunicorn hook signature
+    """The metrics emptyDir outlives container restarts: start from zero, not from dead workers' counters."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+
+
 def child_exit(server, worker):  # noqa: ANN001 - gunicorn hook signature
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
