@@ -18,6 +18,9 @@ timeout = 30
 graceful_timeout = 10
 accesslog = None
 errorlog = "-"
+# No control socket: gunicorn 27 would create it under $HOME, read-only in the pod and shared between
+# gunicorns started side by side (tests, the demo).
+control_socket_disable = True
 worker_tmp_dir = os.environ.get("GUARDGRID_WORKER_TMP_DIR", "/tmp")  # read-only root: heartbeat files in /tmp
 
 

@@ -1,0 +1,1 @@
+"""GuardGrid's mutating admission webhook: warm recovery stages for training pods (docs/webhook.md)."""
