@@ -23,6 +23,9 @@ DATASET_IMAGE_PATH: Final = PREFIX + "dataset-image-path"
 CHECKPOINT_IMAGE: Final = PREFIX + "checkpoint-image"
 CHECKPOINT_IMAGE_PATH: Final = PREFIX + "checkpoint-image-path"
 CHECKPOINT_COST_SECONDS: Final = PREFIX + "checkpoint-cost-seconds"
+# Written by the predictor on standby pods (never by users, so not in KNOWN_KEYS; the webhook never sees
+# standby pods): the node a slot was planned for, while it is still pending.
+STANDBY_NODE: Final = PREFIX + "standby-node"
 
 KNOWN_KEYS: Final = frozenset(
     {

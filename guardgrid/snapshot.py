@@ -16,8 +16,9 @@ Wire form (JSON, `apiVersion: guardgrid.io/v1`, `kind: Snapshot`):
       "workloads": {"resnet50-train": {"peak_memory_bytes": ...}},
       "standby": [{"job": "resnet50-train", "node": "worker-3", "memory_bytes": ..., "pod": "ns/name",
                    "state": "ready" | "pending" | "planned"}],
-      "jobs": {"resnet50-train": {"checkpoint_interval_seconds": 1800, "mtbf_seconds": ...,
-                                  "checkpoint_cost_seconds": 60}}
+      "jobs": {"resnet50-train": {"checkpoint_interval_seconds": 1800, "mtbf_seconds": ... | null,
+                                  "checkpoint_cost_seconds": 60}},   # null MTBF: infinite
+      "source": "prometheus" | "synthetic" | "static"   # where the history came from
     }
 
 Unknown keys are ignored (forward compatibility); missing or mistyped required keys raise
@@ -86,6 +87,7 @@ class Snapshot:
     workloads: Mapping[str, WorkloadPeak] = field(default_factory=dict)
     standby: tuple[StandbySlot, ...] = ()
     jobs: Mapping[str, JobAdvice] = field(default_factory=dict)
+    source: str = "prometheus"  # where the history came from: prometheus, synthetic (demo), static (tests)
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.generated_at)
@@ -103,6 +105,7 @@ class Snapshot:
             "workloads": {name: asdict(w) for name, w in self.workloads.items()},
             "standby": [asdict(s) for s in self.standby],
             "jobs": {name: _finite_or_null(asdict(j)) for name, j in self.jobs.items()},
+            "source": self.source,
         }
 
     def to_json(self) -> bytes:
@@ -151,6 +154,7 @@ class Snapshot:
                 mtbf_seconds=_number(j, "mtbf_seconds", f"jobs.{name}", math.inf, null_means_infinite=True),
                 checkpoint_cost_seconds=_number(j, "checkpoint_cost_seconds", f"jobs.{name}", 0.0),
             ) for name, j in _mapping(data, "jobs").items()},
+            source=str(data.get("source", "prometheus")),
         )
 
 

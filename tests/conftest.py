@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULER = FIXTURES / "kube-scheduler"
 NODE_CACHE_CLUSTER = SCHEDULER / "cluster.json"
 FULL_NODES_CLUSTER = SCHEDULER / "full-nodes" / "cluster.json"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `condition` until it holds or `timeout` passes: for effects of background threads, never a fixed
+    sleep standing in for "long enough"."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.01)
+    return True
 
 
 def load_json(path: Path) -> Any:

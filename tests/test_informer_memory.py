@@ -1,24 +1,14 @@
 """The informer over the in-memory API: the same list/watch/relist code path the real adapter runs."""
 
 import threading
-import time
 
-from conftest import NODE_CACHE_CLUSTER
+from conftest import NODE_CACHE_CLUSTER, wait_for
 from guardgrid.informer import Backoff, ClusterCache, Reflector
 from guardgrid.kubeapi.base import KubeAPIError
 from guardgrid.kubeapi.memory import InMemoryKubeAPI
 from guardgrid.state import ClusterState
 
 GiB = 2**30
-
-
-def _wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.01)
-    return True
 
 
 def _pod(name, node, memory="1Gi"):
@@ -36,9 +26,9 @@ def test_the_cache_syncs_then_follows_watch_events():
         assert len(cache.state.table) == 6 and len(cache.state.pods) == 7
         api.upsert_raw(_pod("late", "worker-5", "3Gi"))
         index = cache.state.table.index["worker-5"]
-        assert _wait_for(lambda: cache.state.table.requested[index] == 43 * GiB)
+        assert wait_for(lambda: cache.state.table.requested[index] == 43 * GiB)
         api.delete_pod("default", "late")
-        assert _wait_for(lambda: cache.state.table.requested[index] == 40 * GiB)
+        assert wait_for(lambda: cache.state.table.requested[index] == 40 * GiB)
     finally:
         cache.stop()
 
@@ -54,7 +44,7 @@ def test_a_compacted_watch_gets_410_and_the_reflector_relists():
     thread = threading.Thread(target=reflector.run)
     thread.start()
     try:
-        assert _wait_for(lambda: reflector.relists >= 2 and any(p.name == "missed" for p in state.pods.values()))
+        assert wait_for(lambda: reflector.relists >= 2 and any(p.name == "missed" for p in state.pods.values()))
     finally:
         stop.set()
         api.interrupt_watches()
