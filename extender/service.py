@@ -49,7 +49,8 @@ class ExtenderService:
 
     def filter(self, args: ExtenderArgs) -> bytes:
         evaluation = self._evaluate(args)
-        passed, failed, reasons = filter_decisions(evaluation, self.settings.risk_threshold)
+        passed, failed, reasons = filter_decisions(evaluation, self.settings.risk_threshold,
+                                                   self.settings.filter_keep_least_risky)
         for reason in reasons.values():
             metrics.NODES_REJECTED.labels(reason).inc()
         return filter_result(args, passed, failed)

@@ -26,7 +26,8 @@ from guardgrid.records import PodRecord
 from guardgrid.snapshot import JobAdvice
 
 __all__ = ["JobPlacement", "young_daly_interval", "job_fault_rate_per_hour", "advise_jobs",
-           "checkpoint_cost_of", "parse_checkpoint_cost", "placements_from_pods"]
+           "checkpoint_cost_of", "parse_checkpoint_cost", "placements_from_pods", "unplaced_fault_rate_per_hour",
+           "advise_unplaced"]
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +156,39 @@ def advise_jobs(jobs: Mapping[str, JobPlacement], node_fault_rate_per_hour: Mapp
                                  mtbf_seconds=mtbf,  # may be infinite: the snapshot writes it as null
                                  checkpoint_cost_seconds=cost)
     return advice
+
+
+def unplaced_fault_rate_per_hour(node_fault_rates: Iterable[float], prior_rate_per_hour: float) -> float:
+    """Failures per hour expected of a pod that will land on ONE node not chosen yet: the mean node rate.
+
+    Why the mean and not the median: for a fixed interval T the expected waste per unit time,
+    C/T + T * rate / (2 * 3600), is linear in the rate, so over an unknown node it is minimised by
+    Young-Daly with the EXPECTED rate, i.e. the mean (a node picked at random). The median would drop the
+    flaky minority's share of the expected failures and advise too long an interval exactly where a lost
+    interval hurts. A rate that is negative or not finite counts as the prior (as in
+    `job_fault_rate_per_hour`); no nodes at all (a new or empty snapshot) gives the prior.
+    """
+    total = 0.0
+    count = 0
+    for rate in node_fault_rates:
+        value = float(rate)
+        total += value if math.isfinite(value) and value >= 0 else prior_rate_per_hour
+        count += 1
+    return total / count if count else prior_rate_per_hour
+
+
+def advise_unplaced(cost_s: float | None, node_fault_rates: Iterable[float], settings: Settings) -> JobAdvice:
+    """Young-Daly advice for a job with no running pod yet (its first pod, at admission).
+
+    `advise_jobs` only knows jobs with bound pods, yet the first pod is when advice matters most: it is
+    written into the pod's env once, at admission. The pod will run on one node of the cluster, so its MTBF
+    is 3600 / `unplaced_fault_rate_per_hour(node_fault_rates)`; C is `cost_s` (the pod's annotation), else
+    `settings.checkpoint_cost_default_seconds`; the interval is clamped like `advise_jobs`'.
+    """
+    cost = cost_s if cost_s is not None and math.isfinite(cost_s) and cost_s > 0 \
+        else settings.checkpoint_cost_default_seconds
+    rate = unplaced_fault_rate_per_hour(node_fault_rates, settings.fault_prior_rate_per_hour)
+    mtbf = 3600.0 / rate if rate > 0 else math.inf
+    interval = young_daly_interval(cost, mtbf, settings.checkpoint_interval_min_seconds,
+                                   settings.checkpoint_interval_max_seconds)
+    return JobAdvice(checkpoint_interval_seconds=interval, mtbf_seconds=mtbf, checkpoint_cost_seconds=cost)

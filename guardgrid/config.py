@@ -49,6 +49,10 @@ class Settings:
     # --- extender ------------------------------------------------------------------------------------------
     risk_threshold: float = _setting(0.10, "Filter rejects a node when the pod's predicted OOM risk there is "
                                      "above this probability.", "extender", 0.0, 1.0)
+    filter_keep_least_risky: bool = _setting(True, "When every candidate node is above the risk threshold, "
+                                             "keep the least risky one instead of leaving the pod Pending "
+                                             "(the scheduler's own fit already accepted it by requests).",
+                                             "extender")
     snapshot_refresh_seconds: float = _setting(5.0, "How often the background thread fetches the predictor "
                                                "snapshot.", "extender,webhook", 0.1, 3600)
     snapshot_max_age_seconds: float = _setting(120.0, "A snapshot older than this is stale: the extender "

@@ -55,6 +55,8 @@ class PodDemand:
         job = pod.job
         if snapshot is not None and job in snapshot.workloads:
             peak = max(peak, snapshot.workloads[job].peak_memory_bytes)
+            if pod.memory_limit:  # the kernel stops the pod at its limit: it never needs more on the node
+                peak = min(peak, max(float(pod.memory_limit), float(pod.memory_request)))
         return cls(uid=pod.uid, job=job, request=float(pod.memory_request), peak=peak)
 
 
@@ -182,12 +184,22 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
                       pod.peak, risk)
 
 
-def filter_decisions(evaluation: Evaluation, threshold: float) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """(passed names, failed name -> message, reason label per failed name for metrics)."""
+def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky: bool = False,
+                     ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(passed names, failed name -> message, reason label per failed name for metrics).
+
+    `keep_least_risky`: when every known candidate is above the threshold, the least risky ones pass anyway.
+    Why: the candidates already fit by requests (the scheduler filters before calling us); rejecting them all
+    leaves the pod Pending until forecasts change, which the evaluation showed can take hours after an OOM
+    kill raised a workload's learned peak. The best node we know of beats no node.
+    """
     passed: list[str] = []
     failed: dict[str, str] = {}
     reasons: dict[str, str] = {}
     rejected = evaluation.risk > threshold
+    known_risk = evaluation.risk[evaluation.known]
+    if keep_least_risky and known_risk.size and bool(rejected[evaluation.known].all()):
+        rejected = rejected & ~(evaluation.known & (evaluation.risk <= known_risk.min()))
     for position, name in enumerate(evaluation.names):
         if not evaluation.known[position]:
             failed[name] = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"

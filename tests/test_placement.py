@@ -85,10 +85,33 @@ def test_a_stale_snapshot_falls_back_to_requests():
 
 
 def test_a_learned_workload_peak_above_the_request_raises_the_risk():
-    base = _snapshot({"worker-5": 44})
-    peaked = _snapshot({"worker-5": 44}, workloads={"bert-finetune": WorkloadPeak(20 * GiB)})
+    base = _snapshot({"worker-5": 52})  # 52 + 8Gi of 64Gi: risk 0.02
+    peaked = _snapshot({"worker-5": 52}, workloads={"bert-finetune": WorkloadPeak(11 * GiB)})  # 0.31
     assert _evaluate(BERT, peaked, nodes=["worker-5"]).risk[0] > _evaluate(BERT, base, nodes=["worker-5"]).risk[0]
     assert filter_decisions(_evaluate(BERT, peaked, nodes=["worker-5"]), 0.10)[0] == []
+
+
+def test_a_learned_peak_never_exceeds_the_pods_memory_limit():
+    # bert: request 8Gi, limit 12Gi. An OOM-bumped peak of 20Gi cannot happen on the node: the kernel stops
+    # the container at 12Gi, so counting 20Gi would only keep the pod off nodes where it fits.
+    peaked = _snapshot({"worker-5": 10}, workloads={"bert-finetune": WorkloadPeak(20 * GiB)})
+    assert _evaluate(BERT, peaked, nodes=["worker-5"]).peak == 12 * GiB
+
+
+def test_when_every_candidate_is_too_risky_the_least_risky_one_is_kept_if_configured():
+    snapshot = _snapshot({"worker-5": 58, "worker-6": 57})
+    evaluation = _evaluate(BERT, snapshot, nodes=["worker-5", "worker-6", "ghost"])
+    assert filter_decisions(evaluation, 0.10)[0] == []  # the strict rule: Pending until forecasts change
+    passed, failed, reasons = filter_decisions(evaluation, 0.10, keep_least_risky=True)
+    assert passed == ["worker-6"]
+    assert reasons == {"worker-5": "oom_risk", "ghost": "unknown_node"}
+
+
+def test_keeping_the_least_risky_node_never_overrides_a_safe_one():
+    snapshot = _snapshot({"worker-5": 58, "worker-6": 10})
+    passed, failed, _ = filter_decisions(_evaluate(BERT, snapshot, nodes=["worker-5", "worker-6"]), 0.10,
+                                         keep_least_risky=True)
+    assert passed == ["worker-6"] and "worker-5" in failed
 
 
 def test_pods_bound_after_the_forecast_count_as_in_flight_so_a_burst_spreads():

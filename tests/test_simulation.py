@@ -275,8 +275,10 @@ def test_speculative_migration_moves_a_slow_growing_job_off_a_contended_node_thr
     params = SimParams(node_failure_rate_per_hour=0.0, check_invariants=True)
     migration_calls: dict[str, int] = {}
     decisions: list[Any] = []
-    policy = GuardGrid(params, migrate=True, migration_factory=spy_factory(MigrationController, migration_calls,
-                                                                            decisions))
+    # The scenario needs n0 to stay contended: with the least-risky fallback the jobs would spread differently.
+    settings = guardgrid_settings(True, params, filter_keep_least_risky=False)
+    policy = GuardGrid(params, settings, migrate=True,
+                       migration_factory=spy_factory(MigrationController, migration_calls, decisions))
     sim = Simulation(workload, policy, params, seed=1)
     result = sim.run()
     evicted = [d for batch in decisions for d in batch if d.decision == "evicted"]

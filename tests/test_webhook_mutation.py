@@ -378,7 +378,7 @@ def test_an_unreachable_predictor_admits_the_pod_without_the_env_and_with_a_warn
     assert not any(keys.ENV_CHECKPOINT_INTERVAL in json.dumps(op) for op in result.ops)
 
 
-def test_a_job_the_predictor_does_not_know_gets_no_env_and_no_warning() -> None:
+def test_a_lookup_with_no_advice_and_no_fallback_gives_no_env_and_no_warning() -> None:
     result = mutate(pod(annotations=JOB))
     assert result.warnings == ()
     assert not any(keys.ENV_CHECKPOINT_INTERVAL in json.dumps(op) for op in result.ops)
@@ -450,7 +450,7 @@ def test_the_advice_cache_reads_the_predictor_snapshot_over_http_once_per_ttl(
     now = [100.0]
     cache = AdviceCache(url, timeout=2.0, ttl=30.0, timer=lambda: now[0])
     assert cache.lookup("llm-pretrain") == Advice(2400.0)
-    assert cache.lookup("unknown-job") == Advice(None)
+    assert cache.lookup("unknown-job") == Advice(None, unplaced_node_fault_rates=())  # advised from the prior
     assert handler.hits == 1
     now[0] += 31
     assert cache.lookup("llm-pretrain") == Advice(2400.0)
