@@ -46,11 +46,13 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
     api = api or make_kube_api(settings)
     cache = ClusterCache(api, watch_timeout=settings.cache_resync_seconds)
     refresher: SnapshotRefresher | None = None
+    service = ExtenderService(cache.state, settings, snapshot or (lambda: None))
     if snapshot is None:
+        # Align each new snapshot to the node table in the refresher thread, not in the first request after it.
         refresher = SnapshotRefresher(settings.predictor_url, settings.snapshot_refresh_seconds,
-                                      settings.http_timeout_seconds)
-        snapshot = lambda: refresher.latest  # noqa: E731 - read the latest reference, never block
-    service = ExtenderService(cache.state, settings, snapshot)
+                                      settings.http_timeout_seconds,
+                                      on_update=lambda s: service.aligner.align(s, cache.state.table))
+        service.snapshot = lambda: refresher.latest  # read the latest reference, never block
     if start:
         cache.start()
         if refresher is not None and settings.predictor_url:

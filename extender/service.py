@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from extender import metrics
@@ -51,8 +52,8 @@ class ExtenderService:
         evaluation = self._evaluate(args)
         passed, failed, reasons = filter_decisions(evaluation, self.settings.risk_threshold,
                                                    self.settings.filter_keep_least_risky)
-        for reason in reasons.values():
-            metrics.NODES_REJECTED.labels(reason).inc()
+        for reason, count in Counter(reasons.values()).items():
+            metrics.NODES_REJECTED.labels(reason).inc(count)
         return filter_result(args, passed, failed)
 
     def prioritize(self, args: ExtenderArgs) -> bytes:

@@ -89,7 +89,7 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     names = data.get("NodeNames")
     nodes = data.get("Nodes")
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list) or not set(map(type, names)) <= {str}:  # C-speed check over ~500
             raise WireError("'NodeNames' must be a list of strings")
         return ExtenderArgs(pod, names, None, None)
     if nodes is not None:

@@ -8,6 +8,7 @@ resume cheaply, relist on 410 Expired, exponential back-off with jitter on other
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import threading
@@ -58,11 +59,21 @@ class Reflector:
         self.errors = 0
 
     def list_once(self) -> None:
-        result = self.api.list(self.kind)
-        if self.kind == "nodes":
-            self.state.replace_nodes(result.items)
-        else:
-            self.state.replace_pods(result.items)
+        """List and replace. The collector is paused while ~10^5 records are built and then frozen: the cache
+        is long-lived and acyclic, and scanning it in every full collection cost the extender pauses of a
+        second at 150k pods (a 959 ms p99 in the benchmark); refcounting still frees replaced records."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            result = self.api.list(self.kind)
+            if self.kind == "nodes":
+                self.state.replace_nodes(result.items)
+            else:
+                self.state.replace_pods(result.items)
+        finally:
+            if was_enabled:
+                gc.enable()
+        gc.freeze()
         self.resource_version = result.resource_version
         self.relists += 1
         self.synced.set()

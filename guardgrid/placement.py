@@ -133,7 +133,7 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
     """Risk and the figures behind it for `pod` on each candidate node."""
     table = state.table
     index = table.index
-    rows = np.fromiter((index.get(name, -1) for name in candidates), dtype=np.int64, count=len(candidates))
+    rows = np.array([index.get(name, -1) for name in candidates], dtype=np.int64)
     known = rows >= 0
     safe_rows = np.where(known, rows, 0)
     count = len(candidates)
@@ -193,26 +193,29 @@ def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky:
     leaves the pod Pending until forecasts change, which the evaluation showed can take hours after an OOM
     kill raised a workload's learned peak. The best node we know of beats no node.
     """
-    passed: list[str] = []
     failed: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    rejected = evaluation.risk > threshold
+    rejected = (evaluation.risk > threshold) | ~evaluation.known
     known_risk = evaluation.risk[evaluation.known]
     if keep_least_risky and known_risk.size and bool(rejected[evaluation.known].all()):
         rejected = rejected & ~(evaluation.known & (evaluation.risk <= known_risk.min()))
-    for position, name in enumerate(evaluation.names):
+    names = evaluation.names
+    if not rejected.any():  # the common case: no per-node Python work at all
+        return list(names), failed, reasons
+    keep = (~rejected).tolist()
+    passed = [name for name, ok in zip(names, keep) if ok]
+    for position in np.flatnonzero(rejected).tolist():
+        name = names[position]
         if not evaluation.known[position]:
             failed[name] = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"
             reasons[name] = "unknown_node"
-        elif rejected[position]:
+        else:
             in_use = evaluation.base[position] + evaluation.inflight[position]
             source = "forecast" if evaluation.forecast[position] else "requested"
             failed[name] = (f"GuardGrid: predicted OOM risk {evaluation.risk[position]:.2f} > {threshold:.2f} "
                             f"({source} {format_bytes(in_use)} + pod {format_bytes(evaluation.peak)} of "
                             f"{format_bytes(evaluation.allocatable[position])})")
             reasons[name] = "oom_risk"
-        else:
-            passed.append(name)
     return passed, failed, reasons
 
 

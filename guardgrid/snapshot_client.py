@@ -26,10 +26,17 @@ SNAPSHOT_PATH = "/v1/snapshot"
 class SnapshotFetch:
     snapshot: Snapshot | None
     error: str = ""
+    body: bytes = b""
+    unchanged: bool = False  # the body equals `previous_body`: not parsed again, the caller keeps its copy
 
 
-def fetch_snapshot(base_url: str, timeout: float, session: requests.Session | None = None) -> SnapshotFetch:
-    """GET <base_url>/v1/snapshot; never raises: a failure comes back as `error`."""
+def fetch_snapshot(base_url: str, timeout: float, session: requests.Session | None = None,
+                   previous_body: bytes = b"") -> SnapshotFetch:
+    """GET <base_url>/v1/snapshot; never raises: a failure comes back as `error`.
+
+    Parsing a 5000-node snapshot holds the GIL for tens of milliseconds, stalling request threads; the
+    predictor republishes only once per cycle, so an unchanged body is recognised and not parsed again.
+    """
     if not base_url:
         return SnapshotFetch(None, "no predictor configured (GUARDGRID_PREDICTOR_URL is empty)")
     url = base_url.rstrip("/") + SNAPSHOT_PATH
@@ -39,8 +46,10 @@ def fetch_snapshot(base_url: str, timeout: float, session: requests.Session | No
         return SnapshotFetch(None, f"predictor unreachable at {url}: {exc.__class__.__name__}")
     if response.status_code != 200:
         return SnapshotFetch(None, f"predictor answered HTTP {response.status_code} at {url}")
+    if previous_body and response.content == previous_body:
+        return SnapshotFetch(None, body=response.content, unchanged=True)
     try:
-        return SnapshotFetch(Snapshot.from_json(response.content))
+        return SnapshotFetch(Snapshot.from_json(response.content), body=response.content)
     except SnapshotError as exc:
         return SnapshotFetch(None, f"predictor snapshot rejected: {exc}")
 
@@ -52,9 +61,12 @@ class SnapshotRefresher:
     """
 
     def __init__(self, base_url: str, interval: float, timeout: float,
-                 fetch: Callable[[], SnapshotFetch] | None = None) -> None:
+                 fetch: Callable[[], SnapshotFetch] | None = None,
+                 on_update: Callable[[Snapshot], None] | None = None) -> None:
         self._session = requests.Session()
-        self._fetch = fetch or (lambda: fetch_snapshot(base_url, timeout, self._session))
+        self._fetch = fetch or (lambda: fetch_snapshot(base_url, timeout, self._session, self._body))
+        self._body = b""
+        self._on_update = on_update
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,8 +77,13 @@ class SnapshotRefresher:
     def refresh_once(self) -> None:
         result = self._fetch()
         self.last_attempt = time.time()
-        if result.snapshot is not None:
+        if result.unchanged:
+            self.last_error = ""
+        elif result.snapshot is not None:
+            if self._on_update is not None:
+                self._on_update(result.snapshot)  # e.g. pre-align it, before requests can see it
             self.latest = result.snapshot
+            self._body = result.body
             self.last_error = ""
         elif result.error != self.last_error:
             log.warning("snapshot refresh failed, keeping last good one: %s", result.error)

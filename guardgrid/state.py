@@ -14,9 +14,9 @@ same staleness a scheduler cache has, and far below forecast error.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,10 +28,6 @@ from guardgrid.records import NodeRecord, PodRecord
 __all__ = ["ClusterState", "NodeTable"]
 
 FloatArray = npt.NDArray[np.float64]
-# How long a bind is remembered for in-flight accounting; longer than any sensible in-flight window.
-_BIND_RETENTION_SECONDS = 3600.0
-# Watch events arrive in bind order, but a PodScheduled timestamp can lag its event by API latency.
-_OUT_OF_ORDER_SECONDS = 30.0
 
 
 @dataclass
@@ -73,8 +69,14 @@ class ClusterState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _pods_by_node: dict[str, set[str]] = field(default_factory=dict)
     _standby_by_job: dict[str, dict[str, float]] = field(default_factory=dict)
-    _binds: deque[tuple[float, str]] = field(default_factory=deque)
     _bound_at: dict[str, float] = field(default_factory=dict)
+    # In-flight accounting, kept incrementally so a query costs O(nodes with recent binds), not O(binds):
+    # binds after `_inflight_cutoff` are in `_inflight` (uid -> node, memory, bind time) and summed per node;
+    # `_inflight_heap` orders them by bind time so advancing the cut-off expires the oldest first.
+    _inflight_cutoff: float = 0.0
+    _inflight_heap: list[tuple[float, str]] = field(default_factory=list)
+    _inflight: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    _inflight_by_node: dict[str, float] = field(default_factory=dict)
     _version: int = 0
 
     # --- nodes ---------------------------------------------------------------------------------------
@@ -116,11 +118,12 @@ class ClusterState:
             self.pods = {}
             self._pods_by_node = {}
             self._standby_by_job = {}
-            self._binds.clear()
             self._bound_at = {}
-            for pod in pods:
+            self._inflight_heap = []
+            self._inflight = {}
+            self._inflight_by_node = {}
+            for pod in sorted(pods, key=lambda p: p.scheduled_at or 0.0):
                 self._add(pod, bound_at=pod.scheduled_at or 0.0)
-            self._binds = deque(sorted(self._binds))
             self._rebuild(list(self.table.nodes))
 
     def upsert_pod(self, pod: PodRecord, now: float | None = None) -> None:
@@ -152,11 +155,16 @@ class ClusterState:
             slots[pod.node_name] = slots.get(pod.node_name, 0.0) + pod.memory_request
         if bound_at:
             self._bound_at[pod.uid] = bound_at
-            self._binds.append((bound_at, pod.uid))
+            if bound_at > self._inflight_cutoff:
+                self._inflight[pod.uid] = (pod.node_name, float(pod.memory_request), bound_at)
+                self._inflight_by_node[pod.node_name] = \
+                    self._inflight_by_node.get(pod.node_name, 0.0) + pod.memory_request
+                heapq.heappush(self._inflight_heap, (bound_at, pod.uid))
 
     def _remove(self, pod: PodRecord) -> None:
         self._account(pod, -1)
         self.pods.pop(pod.uid, None)
+        self._forget_inflight(pod.uid)
         if not pod.holds_memory:
             return
         members = self._pods_by_node.get(pod.node_name)
@@ -173,6 +181,17 @@ class ClusterState:
                 slots.pop(pod.node_name, None)
             if not slots:
                 self._standby_by_job.pop(pod.standby_for, None)
+
+    def _forget_inflight(self, uid: str) -> None:
+        entry = self._inflight.pop(uid, None)
+        if entry is None:
+            return
+        node, memory, _ = entry
+        left = self._inflight_by_node.get(node, 0.0) - memory
+        if left > 0.5:
+            self._inflight_by_node[node] = left
+        else:
+            self._inflight_by_node.pop(node, None)
 
     def _account(self, pod: PodRecord, sign: int) -> None:
         if not pod.holds_memory:
@@ -197,22 +216,26 @@ class ClusterState:
             return {job: dict(slots) for job, slots in self._standby_by_job.items()}
 
     def inflight(self, table: NodeTable, since: float, now: float) -> FloatArray:
-        """Memory of pods bound after `since`, per node of `table`: not yet visible in a usage forecast."""
+        """Memory of pods bound after `since`, per node of `table`: not yet visible in a usage forecast.
+
+        The cut-off only moves forward (the extender's `since` is the min of the snapshot time and now minus
+        the window, both non-decreasing): a `since` earlier than an already applied cut-off is served from the
+        later one.
+        """
         result = np.zeros(len(table), dtype=np.float64)
         with self.lock:
-            while self._binds and self._binds[0][0] < now - _BIND_RETENTION_SECONDS:
-                self._binds.popleft()
-            for bound_at, uid in reversed(self._binds):
-                if bound_at <= since - _OUT_OF_ORDER_SECONDS:
-                    break  # appended in time order up to API timestamps' skew: nothing older follows
-                if bound_at <= since:
-                    continue
-                pod = self.pods.get(uid)
-                if pod is None or not pod.holds_memory or self._bound_at.get(uid) != bound_at:
-                    continue
-                i = table.index.get(pod.node_name)
+            if since > self._inflight_cutoff:
+                self._inflight_cutoff = since
+                heap = self._inflight_heap
+                while heap and heap[0][0] <= since:
+                    bound_at, uid = heapq.heappop(heap)
+                    entry = self._inflight.get(uid)
+                    if entry is not None and entry[2] == bound_at:
+                        self._forget_inflight(uid)
+            for node, memory in self._inflight_by_node.items():
+                i = table.index.get(node)
                 if i is not None:
-                    result[i] += pod.memory_request
+                    result[i] += memory
         return result
 
     def pods_on(self, node: str) -> list[PodRecord]:

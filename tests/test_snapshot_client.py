@@ -101,3 +101,16 @@ def test_the_extender_scores_on_the_predictors_forecast_once_fetched(predictor):
     finally:
         extensions["refresher"].stop()
         extensions["cache"].stop()
+
+
+def test_an_unchanged_snapshot_body_is_not_parsed_again_and_the_same_object_stays(predictor):
+    predictor.body = _hot_worker5(time.time()).to_json()
+    updates = []
+    refresher = SnapshotRefresher(predictor.url, interval=60, timeout=1, on_update=updates.append)
+    refresher.refresh_once()
+    first = refresher.latest
+    refresher.refresh_once()
+    assert refresher.latest is first and updates == [first]
+    predictor.body = _hot_worker5(time.time() + 1).to_json()
+    refresher.refresh_once()
+    assert refresher.latest is not first and len(updates) == 2

@@ -61,12 +61,34 @@ def test_a_new_node_picks_up_pods_already_bound_to_it_and_a_removed_node_drops_t
 
 
 def test_in_flight_memory_counts_only_binds_after_the_cut_off():
-    state = _captured_state()
-    state.upsert_pod(_pod("a", "worker-5", "4Gi"), now=1000.0)
-    state.upsert_pod(_pod("b", "worker-5", "6Gi"), now=1100.0)
-    inflight = state.inflight(state.table, since=1050.0, now=1100.0)
+    state = _captured_state()  # its bert pod was bound at 2026-11-23T12:09Z; these binds come later
+    t0 = 1_900_000_000.0
+    state.upsert_pod(_pod("a", "worker-5", "4Gi"), now=t0)
+    state.upsert_pod(_pod("b", "worker-5", "6Gi"), now=t0 + 100)
+    inflight = state.inflight(state.table, since=t0 + 50, now=t0 + 100)
     assert inflight[state.table.index["worker-5"]] == 6 * GiB
     assert np.count_nonzero(inflight) == 1
     # A label change of an already-bound pod is not a new bind.
-    state.upsert_pod(_pod("b", "worker-5", "6Gi", extra="x"), now=1200.0)
-    assert state.inflight(state.table, since=1150.0, now=1200.0).sum() == 0
+    state.upsert_pod(_pod("b", "worker-5", "6Gi", extra="x"), now=t0 + 200)
+    assert state.inflight(state.table, since=t0 + 150, now=t0 + 200).sum() == 0
+
+
+def test_binds_reported_out_of_order_still_expire_at_their_own_time():
+    state = _captured_state()
+    t0 = 1_900_000_000.0
+    state.upsert_pod(_pod("late", "worker-6", "5Gi"), now=t0 + 100)
+    state.upsert_pod(_pod("early", "worker-5", "3Gi"), now=t0)  # its event arrived second
+    inflight = state.inflight(state.table, since=t0 + 50, now=t0 + 100)
+    assert inflight[state.table.index["worker-5"]] == 0
+    assert inflight[state.table.index["worker-6"]] == 5 * GiB
+
+
+def test_a_deleted_or_moved_pod_leaves_the_in_flight_account():
+    state = _captured_state()
+    t0 = 1_900_000_000.0
+    state.upsert_pod(_pod("m", "worker-5", "4Gi"), now=t0)
+    state.upsert_pod(_pod("m", "worker-6", "4Gi"), now=t0 + 10)  # rebound elsewhere: a new bind
+    inflight = state.inflight(state.table, since=t0 - 1, now=t0 + 10)
+    assert inflight[state.table.index["worker-5"]] == 0 and inflight[state.table.index["worker-6"]] == 4 * GiB
+    state.delete_pod("m")
+    assert state.inflight(state.table, since=t0 - 1, now=t0 + 20).sum() == 0

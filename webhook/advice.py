@@ -1,8 +1,17 @@
 """Checkpoint advice for the webhook: the predictor snapshot's per-job interval, cached with a TTL.
 
+A job the snapshot does not list yet (the predictor only advises jobs with running pods) still gets advice:
+the lookup hands back the snapshot's node fault rates and the mutation turns them, with the pod's own
+checkpoint cost, into the interval for one pod on an average node (`guardgrid.checkpoint.advise_unplaced`).
+A job's first pod is when the advice matters most: the env is written once, at admission.
+
 Why a cache on the request path rather than a background refresher: a webhook replica may admit no training
 pod for hours; polling the predictor all that time buys nothing. The snapshot is fetched when a pod needs it
 and kept for `GUARDGRID_ADVICE_CACHE_SECONDS`, so a burst of pods from one Job costs one HTTP call per worker.
+
+Staleness: a snapshot the predictor marked `stale` (Prometheus down, last-known data) is used like a fresh
+one. Advice is not time-critical: fault rates move over hours, and an interval from last-known rates beats
+none. The cache's TTL only bounds how long a worker keeps one snapshot.
 
 Fail open: an unreachable or broken predictor yields no advice plus a warning, never an error. The failure is
 cached too (for at most `_FAILURE_TTL_SECONDS`), so a dead predictor costs one timeout per worker per period
@@ -22,6 +31,7 @@ from cachetools import TTLCache
 
 from guardgrid import keys
 from guardgrid.config import Settings
+from guardgrid.snapshot import Snapshot
 from guardgrid.snapshot_client import SnapshotFetch, fetch_snapshot
 from webhook.mutation import Advice
 
@@ -46,6 +56,7 @@ class AdviceCache:
         self._bad: TTLCache[str, SnapshotFetch] = TTLCache(maxsize=1, ttl=min(ttl, _FAILURE_TTL_SECONDS),
                                                           timer=timer)
         self._lock = threading.Lock()
+        self._rates: tuple[Snapshot | None, tuple[float, ...]] = (None, ())  # per snapshot, computed once
         self.fetches = 0  # how many times the predictor was asked (tests and logs)
 
     @classmethod
@@ -72,9 +83,19 @@ class AdviceCache:
                 self._bad["snapshot"] = result
             return result
 
+    def _node_rates(self, snapshot: Snapshot) -> tuple[float, ...]:
+        """The snapshot's node fault rates, collected once per snapshot rather than once per pod."""
+        with self._lock:
+            cached_for, rates = self._rates
+            if cached_for is not snapshot:
+                rates = tuple(node.fault_rate_per_hour for node in snapshot.nodes.values())
+                self._rates = (snapshot, rates)
+            return rates
+
     def lookup(self, job: str) -> Advice:
-        """The advised interval for `job`; None without a warning when the predictor does not know the job
-        (yet) or none is configured, None with a warning when it could not be asked."""
+        """The snapshot's interval for `job`; for a job it does not know (yet), its node fault rates for the
+        mutation to advise the first pod from; None without a warning when no predictor is configured, None
+        with a warning when it could not be asked."""
         if not self._configured:
             return Advice(None)
         result = self._snapshot()
@@ -82,5 +103,5 @@ class AdviceCache:
             return Advice(None, UNAVAILABLE_WARNING)
         advice = result.snapshot.jobs.get(job)
         if advice is None:
-            return Advice(None)
+            return Advice(None, unplaced_node_fault_rates=self._node_rates(result.snapshot))
         return Advice(advice.checkpoint_interval_seconds)

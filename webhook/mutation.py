@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from guardgrid import keys
+from guardgrid.checkpoint import advise_unplaced, parse_checkpoint_cost
 from guardgrid.config import Settings
 from guardgrid.records import OwnerRef, job_of
 from webhook.annotations import check_annotations, inject_choice, is_label_value, shown
@@ -45,10 +46,18 @@ class PodShapeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Advice:
-    """Checkpoint advice for one job: the interval, or None (unknown job, or `warning` says why not)."""
+    """Checkpoint advice for one job: the interval, or None (no advice, or `warning` says why not).
+
+    `unplaced_node_fault_rates` is for a job the snapshot does not know yet (its first pod): the fault rates
+    of the snapshot's nodes, one of which the pod will land on. The interval then depends on the pod's own
+    `guardgrid.io/checkpoint-cost-seconds`, which only the mutation sees, so the mutation computes it
+    (`guardgrid.checkpoint.advise_unplaced`); an empty tuple means a snapshot without nodes (the prior rate).
+    None: no fallback either (no snapshot, or the lookup gave a definite answer).
+    """
 
     interval_seconds: float | None
     warning: str = ""
+    unplaced_node_fault_rates: tuple[float, ...] | None = None
 
 
 AdviceLookup = Callable[[str], Advice]
@@ -179,7 +188,7 @@ def mutate_pod(pod: Mapping[str, Any], settings: Settings, advice: AdviceLookup)
     stages = _stages(builder, annotations, volumes, containers)
     _volumes(builder, spec, stages)
     _init_containers(builder, spec, annotations, stages, init_containers, containers, settings)
-    _app_containers(builder, containers, stages, job, settings, advice)
+    _app_containers(builder, containers, stages, job, annotations, settings, advice)
     return Mutation(tuple(builder.ops), tuple(builder.warnings))
 
 
@@ -280,8 +289,8 @@ def _init_containers(builder: _Builder, spec: Mapping[str, Any], annotations: Ma
 
 
 def _app_containers(builder: _Builder, containers: list[Mapping[str, Any]], stages: list[Stage], job: str,
-                    settings: Settings, advice: AdviceLookup) -> None:
-    interval = _interval_env(builder, containers, job, advice)
+                    annotations: Mapping[str, str], settings: Settings, advice: AdviceLookup) -> None:
+    interval = _interval_env(builder, containers, job, annotations, settings, advice)
     for index, container in enumerate(containers):
         where = ("spec", "containers", str(index))
         name = shown(container["name"], 40)
@@ -314,8 +323,12 @@ def _app_containers(builder: _Builder, containers: list[Mapping[str, Any]], stag
 
 
 def _interval_env(builder: _Builder, containers: list[Mapping[str, Any]], job: str,
-                  advice: AdviceLookup) -> str | None:
-    """The advised checkpoint interval as an env value, looked up only when some container still lacks it."""
+                  annotations: Mapping[str, str], settings: Settings, advice: AdviceLookup) -> str | None:
+    """The advised checkpoint interval as an env value, looked up only when some container still lacks it.
+
+    The snapshot's own advice for the job wins; a job it does not know yet gets the interval for one pod on
+    an average node with this pod's checkpoint cost (the annotation was validated in `check_annotations`).
+    """
     if not job:
         return None
     lacking = any(
@@ -328,6 +341,10 @@ def _interval_env(builder: _Builder, containers: list[Mapping[str, Any]], job: s
     found = advice(job)
     if found.warning:
         builder.warn(found.warning)
-    if found.interval_seconds is None or found.interval_seconds <= 0:
+    interval = found.interval_seconds
+    if interval is None and found.unplaced_node_fault_rates is not None:
+        cost = parse_checkpoint_cost(annotations.get(keys.CHECKPOINT_COST_SECONDS))
+        interval = advise_unplaced(cost, found.unplaced_node_fault_rates, settings).checkpoint_interval_seconds
+    if interval is None or interval <= 0:
         return None
-    return str(max(1, round(found.interval_seconds)))
+    return str(max(1, round(interval)))
