@@ -195,3 +195,19 @@ def test_gunicorn_refuses_to_start_without_certificate_paths() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "GUARDGRID_TLS_CERT_FILE" in done.stdout + done.stderr
+
+
+def _workers(server: Server) -> set[int]:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def test_a_worker_replaced_after_a_broken_rotation_still_serves_the_last_good_certificate(server: Server) -> None:
+    old = server.served_serial()
+    wait_for(lambda: len(_workers(server)) == 2, "both workers to boot")
+    server.rotate(key_too=False)  # a broken pair on disk, then a worker dies and gunicorn replaces it
+    victim = min(_workers(server))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in _workers(server) and len(_workers(server)) == 2, "a replacement worker")
+    for _ in range(10):  # connections reach both the surviving and the new worker
+        assert server.served_serial() == old

@@ -120,6 +120,20 @@ def post_worker_init(worker: Any) -> None:
         _log.error("TLS certificate/key did not load at worker start: %s", exc)
 
 
+def when_ready(server: Any) -> None:
+    """Load the TLS pair in the master, before workers are forked, so every worker inherits a good context.
+
+    Why: a worker that first loads the files after a broken rotation (a late boot, or a replacement for a
+    crashed worker) would have no last-good pair and refuse TLS. Forked from the master it starts with the
+    pair that was good at server start and reloads only when the files change and load."""
+    from gunicorn import sock
+
+    try:
+        sock.ssl_context(server.cfg)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        _log.error("TLS certificate/key did not load at server start: %s", exc)
+
+
 def on_starting(server: Any) -> None:
     """Master start (not on HUP): drop metric files a previous run in the same emptyDir left behind."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
