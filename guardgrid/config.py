@@ -49,9 +49,10 @@ class Settings:
     # --- extender ------------------------------------------------------------------------------------------
     risk_threshold: float = _setting(0.10, "Filter rejects a node when the pod's predicted OOM risk there is "
                                      "above this probability.", "extender", 0.0, 1.0)
-    filter_keep_least_risky: bool = _setting(True, "When every candidate node is above the risk threshold, "
-                                             "keep the least risky one instead of leaving the pod Pending "
-                                             "(the scheduler's own fit already accepted it by requests).",
+    filter_keep_least_risky: bool = _setting(False, "When every candidate node is above the risk threshold, "
+                                             "keep the least risky one instead of leaving the pod Pending. Off "
+                                             "by default: in the evaluation it turned a pod that fits nowhere "
+                                             "safely into repeated OOM kills (40 in one openb run).",
                                              "extender")
     snapshot_refresh_seconds: float = _setting(5.0, "How often the background thread fetches the predictor "
                                                "snapshot.", "extender,webhook", 0.1, 3600)

@@ -188,10 +188,10 @@ def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky:
                      ) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """(passed names, failed name -> message, reason label per failed name for metrics).
 
-    `keep_least_risky`: when every known candidate is above the threshold, the least risky ones pass anyway.
-    Why: the candidates already fit by requests (the scheduler filters before calling us); rejecting them all
-    leaves the pod Pending until forecasts change, which the evaluation showed can take hours after an OOM
-    kill raised a workload's learned peak. The best node we know of beats no node.
+    `keep_least_risky` (off by default): when every known candidate is above the threshold, the least risky
+    ones pass anyway. The candidates already fit by requests, and rejecting them all leaves the pod Pending
+    until forecasts change; but a pod that fits nowhere safely then runs where it is likely to be OOM-killed,
+    again and again (the evaluation's openb seed 2: 40 kills with it, none without). A trade-off, not a fix.
     """
     failed: dict[str, str] = {}
     reasons: dict[str, str] = {}
