@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -546,8 +547,8 @@ def profile_worker(workdir: Path) -> dict[str, Any]:
             t2 = clock()
             passed, failed, reasons = filter_decisions(evaluation, settings.risk_threshold)
             t3 = clock()
-            for reason in reasons.values():
-                metrics.NODES_REJECTED.labels(reason).inc()
+            for reason, count in Counter(reasons.values()).items():  # as ExtenderService.filter does
+                metrics.NODES_REJECTED.labels(reason).inc(count)
             t4 = clock()
             filter_result(args, passed, failed)
             t5 = clock()
