@@ -73,19 +73,21 @@ class _Aligned:
 class ForecastAligner:
     """Aligns a snapshot's per-node figures to a NodeTable once, not once per request.
 
-    Keyed by the snapshot object's identity and the table version: a new snapshot or node set realigns.
+    Keyed by the snapshot object itself (held, and compared with `is`) and the table version: a new snapshot
+    or node set realigns. Not by `id()`: CPython reuses the id of a freed snapshot for the next one, which
+    served a new snapshot the previous one's forecasts (found as non-determinism in the evaluation).
     """
 
     def __init__(self, prior_fault_rate: float) -> None:
         self._prior = prior_fault_rate
         self._lock = threading.Lock()
-        self._key: tuple[int, int] | None = None
+        self._snapshot: Snapshot | None = None
+        self._version = -1
         self._value: _Aligned | None = None
 
     def align(self, snapshot: Snapshot, table: NodeTable) -> _Aligned:
-        key = (id(snapshot), table.version)
         with self._lock:
-            if self._key == key and self._value is not None:
+            if self._snapshot is snapshot and self._version == table.version and self._value is not None:
                 return self._value
         count = len(table)
         covered = np.zeros(count, dtype=np.bool_)
@@ -101,7 +103,7 @@ class ForecastAligner:
                 fault[i] = forecast.fault_rate_per_hour
         value = _Aligned(covered, mean, spread, fault)
         with self._lock:
-            self._key, self._value = key, value
+            self._snapshot, self._version, self._value = snapshot, table.version, value
         return value
 
 

@@ -175,3 +175,12 @@ def test_preemption_keeps_only_standby_victims_and_prefers_the_jobs_own_slot():
     assert "own standby slot" in dropped["worker-5"]
     kept, _ = preemption_candidates("job-without-slot", candidates)
     assert [c.node for c in kept] == ["worker-3", "worker-5"]
+
+
+def test_a_new_snapshot_is_realigned_even_when_it_reuses_the_old_ones_memory():
+    state = _state()
+    aligner = ForecastAligner(SETTINGS.fault_prior_rate_per_hour)
+    first = aligner.align(_snapshot({"worker-5": 10}), state.table)  # that snapshot is freed right away
+    second = aligner.align(_snapshot({"worker-5": 50}), state.table)  # and may get the same id()
+    row = state.table.index["worker-5"]
+    assert first.mean[row] == 10 * GiB and second.mean[row] == 50 * GiB
