@@ -16,9 +16,9 @@ from extender import metrics
 from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, preemption_result,
                            priority_list)
 from guardgrid.config import Settings
-from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
+from guardgrid.placement import (Evaluation, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
                                  preemption_candidates, scores)
-from guardgrid.records import RecordError, pod_from_dict
+from guardgrid.records import PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
 
@@ -43,7 +43,7 @@ class ExtenderService:
         current = self.snapshot()
         return current.age(self.clock()) if current is not None else math.inf
 
-    def _evaluate(self, args: ExtenderArgs):  # type: ignore[no-untyped-def]
+    def _evaluate(self, args: ExtenderArgs) -> Evaluation:
         snapshot = self.snapshot()
         demand = PodDemand.of(args.pod, snapshot)
         return evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, self.clock())
@@ -69,9 +69,9 @@ class ExtenderService:
         keep = {c.node for c in kept}
         return preemption_result([v for v in args.candidates if v.node in keep])
 
-    def _resolve(self, victims: Victims) -> list:  # type: ignore[type-arg]
+    def _resolve(self, victims: Victims) -> list[PodRecord | None]:
         """Victim records: from the request's whole pods when sent, else from our pod cache by UID."""
-        resolved = []
+        resolved: list[PodRecord | None] = []
         for position, uid in enumerate(victims.uids):
             record = self.state.pods.get(uid) if uid else None
             if record is None and victims.pods is not None:

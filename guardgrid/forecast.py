@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,13 +260,3 @@ def learn_workload_peaks(samples: Iterable[PeakSample]) -> dict[str, float]:
         if value > peaks.get(sample.workload, -1.0):
             peaks[sample.workload] = value
     return peaks
-
-
-def merge_peaks(*sources: Mapping[str, float]) -> dict[str, float]:
-    """Largest value per workload over several maps (e.g. this window's peaks and requests)."""
-    merged: dict[str, float] = {}
-    for source in sources:
-        for name, value in source.items():
-            if value > merged.get(name, -1.0):
-                merged[name] = value
-    return merged

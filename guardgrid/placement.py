@@ -20,7 +20,7 @@ Two modes per node:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,8 +279,3 @@ def preemption_candidates(job: str, candidates: Sequence[VictimSet]) -> tuple[li
                     dropped[candidate.node] = "another node holds this job's own standby slot"
             kept = own
     return kept, dropped
-
-
-def standby_memory_by_job(state: ClusterState) -> Mapping[str, Mapping[str, float]]:
-    """Convenience for reports: every job's standby memory by node."""
-    return state.standby_jobs()

@@ -101,9 +101,3 @@ class KubeAPI(abc.ABC):
     @abc.abstractmethod
     def acquire_lease(self, namespace: str, name: str, identity: str, duration_seconds: int) -> bool:
         """Take or renew a coordination.k8s.io Lease; True while `identity` holds it (leader election)."""
-
-
-def merge_labels(base: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, str]:
-    merged = dict(base or {})
-    merged.update(extra)
-    return merged
