@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from guardgrid.placement import MAX_SCORE
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 
 __all__ = ["WireError", "ExtenderArgs", "PreemptionArgs", "Victims", "parse_extender_args", "parse_preemption_args",
@@ -150,8 +151,30 @@ def filter_result(args: ExtenderArgs, passed: list[str], failed: Mapping[str, st
     return orjson.dumps(body)
 
 
+_HOST_OPEN = '[{"Host":"'
+_SCORE_THEN_HOST = tuple(f'","Score":{score}}},{{"Host":"' for score in range(MAX_SCORE + 1))
+_SCORE_LAST = tuple(f'","Score":{score}}}]' for score in range(MAX_SCORE + 1))
+
+
 def priority_list(names: list[str], scores: list[int]) -> bytes:
-    return orjson.dumps([{"Host": name, "Score": score} for name, score in zip(names, scores)])
+    """HostPriorityList: `[{"Host": name, "Score": score}, ...]`, byte for byte what orjson would write.
+
+    Why not orjson over 500 dicts: building the dicts costs ~60 us of a ~0.3 ms budget. Node names are DNS
+    subdomains, so the entries are spliced as text; a name JSON would need to escape, or a score outside
+    0..10, takes the orjson path.
+    """
+    if len(names) != len(scores):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if not names:
+        return b"[]"
+    plain = "".join(names)
+    if '"' in plain or "\\" in plain or not plain.isprintable() or min(scores) < 0 or max(scores) > MAX_SCORE:
+        return orjson.dumps([{"Host": name, "Score": score} for name, score in zip(names, scores)])
+    parts: list[str] = [""] * (2 * len(names))
+    parts[0::2] = names
+    parts[1::2] = map(_SCORE_THEN_HOST.__getitem__, scores)
+    parts[-1] = _SCORE_LAST[scores[-1]]
+    return (_HOST_OPEN + "".join(parts)).encode()
 
 
 def preemption_result(kept: list[Victims]) -> bytes:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
-__all__ = ["QuantityError", "parse_quantity", "memory_bytes", "format_bytes"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["QuantityError", "parse_quantity", "memory_bytes", "format_bytes", "format_bytes_many"]
 
 
 class QuantityError(ValueError):
@@ -77,18 +81,47 @@ def parse_quantity(value: str | int | float) -> Decimal:
 
 def memory_bytes(value: str | int | float) -> int:
     """A memory quantity in whole bytes, rounded up as Kubernetes does for `Value()`."""
+    if isinstance(value, str):
+        return _memory_bytes_of_text(value)
+    return _memory_bytes(value)
+
+
+@lru_cache(maxsize=4096)
+def _memory_bytes_of_text(value: str) -> int:
+    """Cached: a cluster uses a few dozen distinct memory strings, and Decimal parsing costs ~3 us each; the
+    extender reads the pod's requests and limits on every request."""
+    return _memory_bytes(value)
+
+
+def _memory_bytes(value: str | int | float) -> int:
     amount = parse_quantity(value)
     if amount < 0:
         raise QuantityError(f"invalid memory quantity {value!r}: negative")
     return int(amount.to_integral_value(rounding="ROUND_CEILING"))
 
 
+_UNIT_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti")
+_UNIT_STEPS = np.array([2**10, 2**20, 2**30, 2**40], dtype=np.float64)
+_UNIT_SCALES = np.array([1, 2**10, 2**20, 2**30, 2**40], dtype=np.float64)
+
+
 def format_bytes(amount: float) -> str:
     """Human form used in filter messages: '58.2Gi', '512Mi', '1.5Ti'; one decimal at most."""
-    sign = "-" if amount < 0 else ""
-    amount = abs(float(amount))
-    for suffix, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if amount >= scale:
-            shown = f"{amount / scale:.1f}".removesuffix(".0")
-            return f"{sign}{shown}{suffix}"
-    return f"{sign}{amount:.0f}"
+    return format_bytes_many([amount])[0]
+
+
+def format_bytes_many(amounts: npt.ArrayLike) -> list[str]:
+    """`format_bytes` of many amounts at once: the unit is chosen per vector, only the digits per element.
+
+    Why: a filter that rejects 50 nodes formats 100 amounts; one call each cost ~1 us of the extender's budget.
+    """
+    values = np.asarray(amounts, dtype=np.float64).reshape(-1)
+    magnitude = np.abs(values)
+    level = np.searchsorted(_UNIT_STEPS, magnitude, side="right")  # 0 bytes, 1 Ki, ... 4 Ti
+    level[np.isnan(magnitude)] = 0  # 'nan', as the scalar form prints it
+    shown = (magnitude / _UNIT_SCALES[level]).tolist()
+    out = []
+    for negative, number, unit in zip((values < 0).tolist(), shown, level.tolist()):
+        digits = f"{number:.1f}".removesuffix(".0") if unit else f"{number:.0f}"
+        out.append(f"-{digits}{_UNIT_SUFFIXES[unit]}" if negative else digits + _UNIT_SUFFIXES[unit])
+    return out

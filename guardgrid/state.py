@@ -23,38 +23,58 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from guardgrid.nameindex import NameIndex
 from guardgrid.records import NodeRecord, PodRecord
 
-__all__ = ["ClusterState", "NodeTable"]
+__all__ = ["ClusterState", "NodeTable", "ALLOCATABLE", "REQUESTED", "STANDBY"]
 
 FloatArray = npt.NDArray[np.float64]
+ALLOCATABLE, REQUESTED, STANDBY = 0, 1, 2  # columns of NodeTable.memory
 
 
 @dataclass
 class NodeTable:
-    """Nodes in a fixed order with their memory arrays; replaced, never resized, when the node set changes."""
+    """Nodes in a fixed order with their memory arrays; replaced, never resized, when the node set changes.
+
+    `allocatable`, `requested` and `standby` are column views of one row-major matrix, `memory`: the extender
+    gathers its ~500 candidate rows from it in one pass that touches one cache line per node, instead of
+    three scattered passes (between requests these arrays fall out of cache, and cold reads dominate).
+    """
 
     nodes: list[NodeRecord]
     index: dict[str, int]
-    allocatable: FloatArray
-    requested: FloatArray  # memory requests of every pod holding memory, standby slots included
-    standby: FloatArray  # the part of `requested` held by standby slots
+    memory: FloatArray  # (nodes, 3): allocatable, requested, standby
     ready: npt.NDArray[np.bool_]
     version: int = 0
+    name_index: NameIndex = field(default_factory=lambda: NameIndex(()))  # `index` for whole requests
 
     @classmethod
     def build(cls, nodes: Iterable[NodeRecord], version: int) -> NodeTable:
         ordered = sorted(nodes, key=lambda n: n.name)
-        count = len(ordered)
+        memory = np.zeros((len(ordered), 3), dtype=np.float64)
+        memory[:, ALLOCATABLE] = [n.allocatable_memory for n in ordered]
         return cls(
             nodes=ordered,
             index={n.name: i for i, n in enumerate(ordered)},
-            allocatable=np.array([n.allocatable_memory for n in ordered], dtype=np.float64),
-            requested=np.zeros(count, dtype=np.float64),
-            standby=np.zeros(count, dtype=np.float64),
+            memory=memory,
             ready=np.array([n.ready and not n.unschedulable for n in ordered], dtype=np.bool_),
             version=version,
+            name_index=NameIndex([n.name for n in ordered]),
         )
+
+    @property
+    def allocatable(self) -> FloatArray:
+        return self.memory[:, ALLOCATABLE]
+
+    @property
+    def requested(self) -> FloatArray:
+        """Memory requests of every pod holding memory, standby slots included."""
+        return self.memory[:, REQUESTED]
+
+    @property
+    def standby(self) -> FloatArray:
+        """The part of `requested` held by standby slots."""
+        return self.memory[:, STANDBY]
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -215,14 +235,13 @@ class ClusterState:
         with self.lock:
             return {job: dict(slots) for job, slots in self._standby_by_job.items()}
 
-    def inflight(self, table: NodeTable, since: float, now: float) -> FloatArray:
-        """Memory of pods bound after `since`, per node of `table`: not yet visible in a usage forecast.
+    def inflight_by_node(self, since: float) -> dict[str, float]:
+        """Memory of pods bound after `since`, by node name: not yet visible in a usage forecast.
 
-        The cut-off only moves forward (the extender's `since` is the min of the snapshot time and now minus
-        the window, both non-decreasing): a `since` earlier than an already applied cut-off is served from the
-        later one.
+        Usually empty or a handful of nodes, so callers map it onto just the nodes they look at. The cut-off
+        only moves forward (the extender's `since` is the min of the snapshot time and now minus the window,
+        both non-decreasing): a `since` earlier than an already applied cut-off is served from the later one.
         """
-        result = np.zeros(len(table), dtype=np.float64)
         with self.lock:
             if since > self._inflight_cutoff:
                 self._inflight_cutoff = since
@@ -232,11 +251,7 @@ class ClusterState:
                     entry = self._inflight.get(uid)
                     if entry is not None and entry[2] == bound_at:
                         self._forget_inflight(uid)
-            for node, memory in self._inflight_by_node.items():
-                i = table.index.get(node)
-                if i is not None:
-                    result[i] += memory
-        return result
+            return dict(self._inflight_by_node)
 
     def pods_on(self, node: str) -> list[PodRecord]:
         with self.lock:

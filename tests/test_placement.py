@@ -6,7 +6,7 @@ import pytest
 
 from conftest import NODE_CACHE_CLUSTER, SCHEDULER, load_json
 from guardgrid.config import load_settings
-from guardgrid.placement import (MAX_SCORE, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
+from guardgrid.placement import (MAX_SCORE, MEAN, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
                                  preemption_candidates, scores)
 from guardgrid.records import node_from_dict, pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot, WorkloadPeak
@@ -183,4 +183,4 @@ def test_a_new_snapshot_is_realigned_even_when_it_reuses_the_old_ones_memory():
     first = aligner.align(_snapshot({"worker-5": 10}), state.table)  # that snapshot is freed right away
     second = aligner.align(_snapshot({"worker-5": 50}), state.table)  # and may get the same id()
     row = state.table.index["worker-5"]
-    assert first.mean[row] == 10 * GiB and second.mean[row] == 50 * GiB
+    assert first.columns[row, MEAN] == 10 * GiB and second.columns[row, MEAN] == 50 * GiB

@@ -2,7 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from guardgrid.quantity import QuantityError, format_bytes, memory_bytes, parse_quantity
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guardgrid.quantity import QuantityError, format_bytes, format_bytes_many, memory_bytes, parse_quantity
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -48,3 +51,29 @@ def test_format_bytes_is_short_and_readable():
     assert format_bytes(512 * 2**20) == "512Mi"
     assert format_bytes(1.5 * 2**40) == "1.5Ti"
     assert format_bytes(100) == "100"
+
+
+def _format_bytes_reference(amount: float) -> str:
+    """The plain one-value-at-a-time definition the vector form must reproduce character for character."""
+    sign = "-" if amount < 0 else ""
+    amount = abs(float(amount))
+    for suffix, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if amount >= scale:
+            return f"{sign}{f'{amount / scale:.1f}'.removesuffix('.0')}{suffix}"
+    return f"{sign}{amount:.0f}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                          st.integers(min_value=-2**53, max_value=2**53).map(float),
+                          st.sampled_from([1023.0, 1024.0, 1023.95, 2.0**30 * 58.25, 2.0**40 - 1, 0.0, -0.0])),
+                max_size=40))
+def test_formatting_many_amounts_matches_formatting_each(amounts):
+    assert format_bytes_many(amounts) == [_format_bytes_reference(a) for a in amounts]
+    assert [format_bytes(a) for a in amounts] == [_format_bytes_reference(a) for a in amounts]
+
+
+def test_memory_strings_are_parsed_once_and_still_checked():
+    assert memory_bytes("96Gi") == memory_bytes("96Gi") == 96 * 2**30
+    with pytest.raises(QuantityError):
+        memory_bytes("-1Gi")

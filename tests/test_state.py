@@ -1,5 +1,3 @@
-import numpy as np
-
 from conftest import NODE_CACHE_CLUSTER, load_json
 from guardgrid.records import NodeRecord, node_from_dict, pod_from_dict
 from guardgrid.state import ClusterState
@@ -65,12 +63,10 @@ def test_in_flight_memory_counts_only_binds_after_the_cut_off():
     t0 = 1_900_000_000.0
     state.upsert_pod(_pod("a", "worker-5", "4Gi"), now=t0)
     state.upsert_pod(_pod("b", "worker-5", "6Gi"), now=t0 + 100)
-    inflight = state.inflight(state.table, since=t0 + 50, now=t0 + 100)
-    assert inflight[state.table.index["worker-5"]] == 6 * GiB
-    assert np.count_nonzero(inflight) == 1
+    assert state.inflight_by_node(since=t0 + 50) == {"worker-5": 6 * GiB}
     # A label change of an already-bound pod is not a new bind.
     state.upsert_pod(_pod("b", "worker-5", "6Gi", extra="x"), now=t0 + 200)
-    assert state.inflight(state.table, since=t0 + 150, now=t0 + 200).sum() == 0
+    assert state.inflight_by_node(since=t0 + 150) == {}
 
 
 def test_binds_reported_out_of_order_still_expire_at_their_own_time():
@@ -78,9 +74,7 @@ def test_binds_reported_out_of_order_still_expire_at_their_own_time():
     t0 = 1_900_000_000.0
     state.upsert_pod(_pod("late", "worker-6", "5Gi"), now=t0 + 100)
     state.upsert_pod(_pod("early", "worker-5", "3Gi"), now=t0)  # its event arrived second
-    inflight = state.inflight(state.table, since=t0 + 50, now=t0 + 100)
-    assert inflight[state.table.index["worker-5"]] == 0
-    assert inflight[state.table.index["worker-6"]] == 5 * GiB
+    assert state.inflight_by_node(since=t0 + 50) == {"worker-6": 5 * GiB}
 
 
 def test_a_deleted_or_moved_pod_leaves_the_in_flight_account():
@@ -88,7 +82,6 @@ def test_a_deleted_or_moved_pod_leaves_the_in_flight_account():
     t0 = 1_900_000_000.0
     state.upsert_pod(_pod("m", "worker-5", "4Gi"), now=t0)
     state.upsert_pod(_pod("m", "worker-6", "4Gi"), now=t0 + 10)  # rebound elsewhere: a new bind
-    inflight = state.inflight(state.table, since=t0 - 1, now=t0 + 10)
-    assert inflight[state.table.index["worker-5"]] == 0 and inflight[state.table.index["worker-6"]] == 4 * GiB
+    assert state.inflight_by_node(since=t0 - 1) == {"worker-6": 4 * GiB}
     state.delete_pod("m")
-    assert state.inflight(state.table, since=t0 - 1, now=t0 + 20).sum() == 0
+    assert state.inflight_by_node(since=t0 - 1) == {}
