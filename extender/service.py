@@ -16,8 +16,9 @@ from extender import metrics
 from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, preemption_result,
                            priority_list)
 from guardgrid.config import Settings
-from guardgrid.placement import (Evaluation, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
-                                 preemption_candidates, scores)
+from guardgrid.filter_memory import FilterMemory
+from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions, inflight_since,
+                                 passed_mask, preemption_candidates, scores)
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
@@ -38,26 +39,34 @@ class ExtenderService:
         self.snapshot = snapshot
         self.clock = clock
         self.aligner = ForecastAligner(settings.fault_prior_rate_per_hour)
+        self.recent = FilterMemory()  # each filter's figures, for the prioritize call that follows it
 
     def snapshot_age(self) -> float:
         current = self.snapshot()
         return current.age(self.clock()) if current is not None else math.inf
 
-    def _evaluate(self, args: ExtenderArgs) -> Evaluation:
-        snapshot = self.snapshot()
-        demand = PodDemand.of(args.pod, snapshot)
-        return evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, self.clock())
-
     def filter(self, args: ExtenderArgs) -> bytes:
-        evaluation = self._evaluate(args)
-        passed, failed, reasons = filter_decisions(evaluation, self.settings.risk_threshold,
-                                                   self.settings.filter_keep_least_risky)
+        snapshot, now = self.snapshot(), self.clock()
+        demand = PodDemand.of(args.pod, snapshot)
+        since = inflight_since(snapshot, now, self.settings)
+        if since is not None:
+            self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
+        generation = self.state.generation
+        evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
+        threshold, keep_least_risky = self.settings.risk_threshold, self.settings.filter_keep_least_risky
+        passed, failed, reasons = filter_decisions(evaluation, threshold, keep_least_risky)
+        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation,
+                             passed_mask(evaluation, threshold, keep_least_risky), passed)
         for reason, count in Counter(reasons.values()).items():
             metrics.NODES_REJECTED.labels(reason).inc(count)
         return filter_result(args, passed, failed)
 
     def prioritize(self, args: ExtenderArgs) -> bytes:
-        evaluation = self._evaluate(args)
+        snapshot, now = self.snapshot(), self.clock()
+        demand = PodDemand.of(args.pod, snapshot)
+        evaluation = self.recent.recall(self.state, snapshot, demand, args.node_names, self.settings, now)
+        if evaluation is None:
+            evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
         return priority_list(args.node_names, scores(evaluation, self.settings))
 
     def preempt(self, args: PreemptionArgs) -> bytes:

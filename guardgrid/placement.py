@@ -34,8 +34,9 @@ from guardgrid.risk import oom_risk
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeTable
 
-__all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate", "filter_decisions", "scores",
-           "preemption_candidates", "MAX_SCORE", "VictimSet"]
+__all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate",
+           "filter_decisions", "passed_mask", "scores", "inflight_since", "preemption_candidates", "MAX_SCORE",
+           "VictimSet"]
 
 FloatArray = npt.NDArray[np.float64]
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority; it does not clamp, so we must
@@ -119,11 +120,25 @@ class Evaluation:
     peak: float
     risk: FloatArray
 
+    def take(self, positions: npt.NDArray[np.int64], names: Sequence[str]) -> Evaluation:
+        """The figures of the candidates at `positions`, named `names` (the same nodes, in that order)."""
+        return Evaluation(names, self.known[positions], self.forecast[positions], self.allocatable[positions],
+                          self.base[positions], self.inflight[positions], self.own_slot[positions],
+                          self.spread[positions], self.fault_rate[positions], self.peak, self.risk[positions])
+
     @property
     def utilisation_after(self) -> FloatArray:
         """Memory use after placement over allocatable; +inf on a node without allocatable memory."""
         return np.divide(self.base + self.inflight + self.peak, self.allocatable,
                          out=np.full(len(self.allocatable), np.inf), where=self.allocatable > 0)
+
+
+def inflight_since(snapshot: Snapshot | None, now: float, settings: Settings) -> float | None:
+    """None when decisions fall back to requests (no snapshot, or a stale one); else the time after which a
+    bind is in flight: not yet in the forecast (made at generated_at) or within the in-flight window."""
+    if snapshot is None or snapshot.stale or snapshot.age(now) > settings.snapshot_max_age_seconds:
+        return None
+    return min(snapshot.generated_at, now - settings.inflight_window_seconds)
 
 
 def _per_candidate(amounts: Mapping[str, float], index: dict[str, int], rows: npt.NDArray[np.int64],
@@ -180,9 +195,8 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
                                         candidates)
     np.maximum(fallback_base, 0.0, out=fallback_base)
     fallback_spread = settings.fallback_spread * allocatable
-    fresh = snapshot is not None and not snapshot.stale and \
-        snapshot.age(now) <= settings.snapshot_max_age_seconds
-    if fresh:
+    since = inflight_since(snapshot, now, settings)
+    if since is not None:
         assert snapshot is not None
         forecast = aligner.align(snapshot, table).columns[safe_rows]
         covered = forecast[:, COVERED] > 0.0
@@ -192,7 +206,6 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
         base = np.where(covered, forecast_base, fallback_base)
         spread = np.where(covered, forecast[:, SPREAD], fallback_spread)
         fault_rate = forecast[:, FAULT_RATE]
-        since = min(snapshot.generated_at, now - settings.inflight_window_seconds)
         recent = state.inflight_by_node(since)
         inflight = _per_candidate(recent, index, rows, candidates) if recent else np.zeros(count)
         inflight[~covered] = 0.0
@@ -212,6 +225,17 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
 _UNKNOWN_NODE = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"
 
 
+def passed_mask(evaluation: Evaluation, threshold: float, keep_least_risky: bool = False) -> npt.NDArray[np.bool_]:
+    """Which candidates pass the filter (see filter_decisions)."""
+    known = evaluation.known
+    rejected = (evaluation.risk > threshold) | ~known
+    if keep_least_risky:
+        known_risk = evaluation.risk[known]
+        if known_risk.size and bool(rejected[known].all()):
+            rejected = rejected & ~(known & (evaluation.risk <= known_risk.min()))
+    return ~rejected
+
+
 def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky: bool = False,
                      ) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """(passed names, failed name -> message, reason label per failed name for metrics).
@@ -227,11 +251,7 @@ def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky:
     failed: dict[str, str] = {}
     reasons: dict[str, str] = {}
     known = evaluation.known
-    rejected = (evaluation.risk > threshold) | ~known
-    if keep_least_risky:
-        known_risk = evaluation.risk[known]
-        if known_risk.size and bool(rejected[known].all()):
-            rejected = rejected & ~(known & (evaluation.risk <= known_risk.min()))
+    rejected = ~passed_mask(evaluation, threshold, keep_least_risky)
     names = evaluation.names
     if not rejected.any():  # the common case: no per-node Python work at all
         return list(names), failed, reasons

@@ -17,7 +17,8 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,14 +99,27 @@ class ClusterState:
     _inflight: dict[str, tuple[str, float, float]] = field(default_factory=dict)
     _inflight_by_node: dict[str, float] = field(default_factory=dict)
     _version: int = 0
+    # Changes with every change a placement decision could see (pods, nodes, in-flight expiry), and is odd
+    # while one is half applied: two equal even readings mean equal inputs, which lets the extender reuse a
+    # filter's figures for the prioritize call that follows (a seqlock, read without the lock).
+    generation: int = 0
+
+    @contextmanager
+    def _mutation(self) -> Iterator[None]:
+        with self.lock:
+            self.generation += 1
+            try:
+                yield
+            finally:
+                self.generation += 1
 
     # --- nodes ---------------------------------------------------------------------------------------
     def replace_nodes(self, nodes: Iterable[NodeRecord]) -> None:
-        with self.lock:
+        with self._mutation():
             self._rebuild(list(nodes))
 
     def upsert_node(self, node: NodeRecord) -> None:
-        with self.lock:
+        with self._mutation():
             table = self.table
             i = table.index.get(node.name)
             if i is None:
@@ -116,7 +130,7 @@ class ClusterState:
             table.ready[i] = node.ready and not node.unschedulable
 
     def delete_node(self, name: str) -> None:
-        with self.lock:
+        with self._mutation():
             if name in self.table.index:
                 self._rebuild([n for n in self.table.nodes if n.name != name])
 
@@ -134,7 +148,7 @@ class ClusterState:
     # --- pods ----------------------------------------------------------------------------------------
     def replace_pods(self, pods: Iterable[PodRecord]) -> None:
         """A fresh list: bind times come from PodScheduled conditions (unknown ones count as long past)."""
-        with self.lock:
+        with self._mutation():
             self.pods = {}
             self._pods_by_node = {}
             self._standby_by_job = {}
@@ -147,7 +161,7 @@ class ClusterState:
             self._rebuild(list(self.table.nodes))
 
     def upsert_pod(self, pod: PodRecord, now: float | None = None) -> None:
-        with self.lock:
+        with self._mutation():
             old = self.pods.get(pod.uid)
             newly_bound = pod.holds_memory and (old is None or old.node_name != pod.node_name)
             if old is not None:
@@ -159,7 +173,7 @@ class ClusterState:
             self._account(pod, +1)
 
     def delete_pod(self, uid: str) -> None:
-        with self.lock:
+        with self._mutation():
             old = self.pods.get(uid)
             if old is not None:
                 self._remove(old)
@@ -245,12 +259,16 @@ class ClusterState:
         with self.lock:
             if since > self._inflight_cutoff:
                 self._inflight_cutoff = since
+                expired = False
                 heap = self._inflight_heap
                 while heap and heap[0][0] <= since:
                     bound_at, uid = heapq.heappop(heap)
                     entry = self._inflight.get(uid)
                     if entry is not None and entry[2] == bound_at:
                         self._forget_inflight(uid)
+                        expired = True
+                if expired:
+                    self.generation += 2  # stays even: applied under the lock every reader of it takes
             return dict(self._inflight_by_node)
 
     def pods_on(self, node: str) -> list[PodRecord]:

@@ -1,0 +1,119 @@
+"""Prioritize may reuse the figures of the filter call before it only when the answer cannot differ."""
+
+import dataclasses
+
+import orjson
+import pytest
+
+from conftest import NODE_CACHE_CLUSTER, SCHEDULER, load_json
+from extender.service import ExtenderService
+from extender.wire import ExtenderArgs
+from guardgrid.config import load_settings
+from guardgrid.records import node_from_dict, pod_from_dict
+from guardgrid.snapshot import NodeForecast, Snapshot
+from guardgrid.state import ClusterState
+
+GiB = 2**30
+NOW = 1_800_000_000.0
+NODES = ["worker-1", "worker-2", "worker-3", "worker-4", "worker-5", "worker-6"]
+SETTINGS = load_settings({})
+BERT = pod_from_dict(load_json(SCHEDULER / "node-cache" / "filter-args.json")["Pod"])  # 8Gi, bert-finetune
+
+
+def _state() -> ClusterState:
+    items = load_json(NODE_CACHE_CLUSTER)["items"]
+    state = ClusterState()
+    state.replace_nodes([node_from_dict(i) for i in items if i["kind"] == "Node"])
+    state.replace_pods([pod_from_dict(i) for i in items if i["kind"] == "Pod"])
+    return state
+
+
+def _snapshot(generated_at: float = NOW - 5) -> Snapshot:
+    means = dict(zip(NODES, [120, 60, 10, 100, 57, 30]))  # worker-1 and worker-5 too full for 8Gi more
+    return Snapshot(generated_at=generated_at, nodes={
+        name: NodeForecast(forecast_mean_bytes=mean * GiB, forecast_std_bytes=2 * GiB, fault_rate_per_hour=0.001,
+                           allocatable_bytes=0) for name, mean in means.items()})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(state: ClusterState, snapshot: Snapshot, clock: Clock) -> ExtenderService:
+    return ExtenderService(state, SETTINGS, lambda: snapshot, clock=clock)
+
+
+def _recording(service: ExtenderService) -> list:
+    """Wrap the service's recall so a test sees whether prioritize reused the filter's figures."""
+    results: list = []
+    original = service.recent.recall
+
+    def recall(*args, **kwargs):
+        results.append(original(*args, **kwargs))
+        return results[-1]
+
+    service.recent.recall = recall
+    return results
+
+
+def _fresh_prioritize(state: ClusterState, snapshot: Snapshot, clock: Clock, names: list[str]) -> bytes:
+    """What a service that never saw the filter answers."""
+    return _service(state, snapshot, clock).prioritize(ExtenderArgs(BERT, list(names), None, None))
+
+
+def _filter(service: ExtenderService) -> list[str]:
+    return orjson.loads(service.filter(ExtenderArgs(BERT, list(NODES), None, None)))["NodeNames"]
+
+
+def test_prioritize_after_filter_reuses_its_figures_and_answers_the_same():
+    state, snapshot, clock = _state(), _snapshot(), Clock()
+    service = _service(state, snapshot, clock)
+    recalled = _recording(service)
+    passed = _filter(service)
+    assert 2 <= len(passed) < len(NODES)  # the filter rejected some nodes: positions must be mapped right
+    answer = service.prioritize(ExtenderArgs(BERT, list(passed), None, None))
+    assert recalled[0] is not None
+    assert answer == _fresh_prioritize(state, snapshot, clock, passed)
+
+
+def _bind(state: ClusterState, node: str, at: float) -> None:
+    pod = dataclasses.replace(BERT, uid=f"late-{at}", name="late", node_name=node, phase="Running", scheduled_at=at)
+    state.upsert_pod(pod, now=at)
+
+
+@pytest.mark.parametrize("change", ["a pod was bound", "a new snapshot", "other names", "a bind left its window",
+                                    "the snapshot went stale"])
+def test_any_change_between_the_calls_makes_prioritize_evaluate_afresh(change):
+    state, clock = _state(), Clock()
+    snapshots = [_snapshot()]
+    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock)
+    recalled = _recording(service)
+    _bind(state, "worker-3", NOW - 30)  # in flight now (the window is a minute), no longer 40 s later
+    names = _filter(service)
+    if change == "a pod was bound":
+        _bind(state, names[0], NOW)
+    elif change == "a new snapshot":
+        snapshots.append(_snapshot(generated_at=NOW - 1))
+    elif change == "other names":
+        names = names[::-1]
+    elif change == "a bind left its window":
+        clock.now += 40
+    elif change == "the snapshot went stale":
+        clock.now += SETTINGS.snapshot_max_age_seconds + 1
+    answer = service.prioritize(ExtenderArgs(BERT, list(names), None, None))
+    assert recalled == [None]
+    assert answer == _fresh_prioritize(state, snapshots[-1], clock, names)
+
+
+def test_a_filter_that_raced_a_change_is_not_remembered():
+    state, snapshot, clock = _state(), _snapshot(), Clock()
+    service = _service(state, snapshot, clock)
+    recalled = _recording(service)
+    with state._mutation():  # an informer event half applied while the filter runs
+        names = _filter(service)
+    service.prioritize(ExtenderArgs(BERT, list(names), None, None))
+    assert recalled == [None]
