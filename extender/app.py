@@ -11,6 +11,7 @@ Answers: 200 with the result; 400 for a body we cannot read (with the reason); 4
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,12 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+# Cyclic-collector thresholds in an extender worker (Python's default: 700, 10, 10). A full-NodeList request
+# decodes ~10^5 objects that all die with the request; at 700 they were traversed and promoted ~140 times per
+# request, and older generations were rescanned often. Interleaved A/B on the benchmark: full-NodeList p50
+# 15.3 vs 17.9 ms, p99 26 vs 32 ms, node-cache p99 2.9 vs 3.8 ms. The cost: cyclic garbage (rare here: the
+# cache is acyclic) waits longer for a collection.
+GC_THRESHOLDS = (100_000, 20, 100)
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -42,6 +49,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                snapshot: Callable[[], Snapshot | None] | None = None, start: bool = True) -> Flask:
     """Build the app. Tests pass `api` (an InMemoryKubeAPI) and/or `snapshot`; production passes nothing."""
     settings = settings or load_settings()
+    gc.set_threshold(*GC_THRESHOLDS)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api = api or make_kube_api(settings)
     cache = ClusterCache(api, watch_timeout=settings.cache_resync_seconds)
