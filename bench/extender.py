@@ -5,7 +5,7 @@
 1. Draws a 5000-node, 150k-pod cluster from the Alibaba trace (bench/trace_cluster.py; data: Alibaba
    cluster-trace-gpu-v2023 (openb), used by the USENIX ATC'23 FGD paper), writes it as a `v1 List` and a
    matching predictor snapshot into a temp dir, and serves the snapshot from a tiny HTTP server process.
-2. Starts the extender as deployed (gunicorn, extender/gunicorn_conf.py, 2 sync workers) on loopback with
+2. Starts the extender as deployed (gunicorn, extender/gunicorn_conf.py, 2 gthread workers with 2 threads each) on loopback with
    GUARDGRID_CLUSTER_FILE (the in-memory KubeAPI) and GUARDGRID_PREDICTOR_URL, waits for /readyz.
 3. From this process (the server is gunicorn's), sends what kube-scheduler sends at 5000 nodes: sequential
    filter + prioritize pairs with 500 node names each (prioritize gets the filter's survivors; no

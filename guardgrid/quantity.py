@@ -8,6 +8,7 @@ error so an operator can find it.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -103,11 +104,15 @@ def _memory_bytes(value: str | int | float) -> int:
 _UNIT_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti")
 _UNIT_STEPS = np.array([2**10, 2**20, 2**30, 2**40], dtype=np.float64)
 _UNIT_SCALES = np.array([1, 2**10, 2**20, 2**30, 2**40], dtype=np.float64)
+_UNIT_STEP_LIST = _UNIT_STEPS.tolist()
+_UNIT_SCALE_LIST = _UNIT_SCALES.tolist()
 
 
 def format_bytes(amount: float) -> str:
     """Human form used in filter messages: '58.2Gi', '512Mi', '1.5Ti'; one decimal at most."""
-    return format_bytes_many([amount])[0]
+    magnitude = abs(float(amount))
+    unit = bisect.bisect_right(_UNIT_STEP_LIST, magnitude) if magnitude == magnitude else 0  # NaN: bytes
+    return _shown(amount < 0, magnitude / _UNIT_SCALE_LIST[unit], unit)
 
 
 def format_bytes_many(amounts: npt.ArrayLike) -> list[str]:
@@ -120,8 +125,10 @@ def format_bytes_many(amounts: npt.ArrayLike) -> list[str]:
     level = np.searchsorted(_UNIT_STEPS, magnitude, side="right")  # 0 bytes, 1 Ki, ... 4 Ti
     level[np.isnan(magnitude)] = 0  # 'nan', as the scalar form prints it
     shown = (magnitude / _UNIT_SCALES[level]).tolist()
-    out = []
-    for negative, number, unit in zip((values < 0).tolist(), shown, level.tolist()):
-        digits = f"{number:.1f}".removesuffix(".0") if unit else f"{number:.0f}"
-        out.append(f"-{digits}{_UNIT_SUFFIXES[unit]}" if negative else digits + _UNIT_SUFFIXES[unit])
-    return out
+    return [_shown(negative, number, unit) for negative, number, unit in zip((values < 0).tolist(), shown,
+                                                                             level.tolist())]
+
+
+def _shown(negative: bool, number: float, unit: int) -> str:
+    digits = f"{number:.1f}".removesuffix(".0") if unit else f"{number:.0f}"
+    return f"-{digits}{_UNIT_SUFFIXES[unit]}" if negative else digits + _UNIT_SUFFIXES[unit]
