@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from guardgrid.records import node_from_dict, pod_from_dict
+from guardgrid.state import ClusterState
+
 # The recording API-server stub's fixtures (apiserver, api_client) for the real adapter's tests.
 pytest_plugins = ["apiserver_stub"]
 
@@ -33,6 +36,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 def load_json(path: Path) -> Any:
     return json.loads(path.read_bytes())
+
+
+def captured_state() -> ClusterState:
+    """The cluster of the captured node-cache scheduler run (6 nodes, 7 pods) as a ClusterState."""
+    items = load_json(NODE_CACHE_CLUSTER)["items"]
+    state = ClusterState()
+    state.replace_nodes([node_from_dict(i) for i in items if i["kind"] == "Node"])
+    state.replace_pods([pod_from_dict(i) for i in items if i["kind"] == "Pod"])
+    return state
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ import dataclasses
 import orjson
 import pytest
 
-from conftest import NODE_CACHE_CLUSTER, SCHEDULER, load_json
+from conftest import SCHEDULER, captured_state, load_json
 from extender.service import ExtenderService
 from extender.wire import ExtenderArgs
 from guardgrid.config import load_settings
-from guardgrid.records import node_from_dict, pod_from_dict
+from guardgrid.records import pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot
 from guardgrid.state import ClusterState
 
@@ -20,12 +20,7 @@ SETTINGS = load_settings({})
 BERT = pod_from_dict(load_json(SCHEDULER / "node-cache" / "filter-args.json")["Pod"])  # 8Gi, bert-finetune
 
 
-def _state() -> ClusterState:
-    items = load_json(NODE_CACHE_CLUSTER)["items"]
-    state = ClusterState()
-    state.replace_nodes([node_from_dict(i) for i in items if i["kind"] == "Node"])
-    state.replace_pods([pod_from_dict(i) for i in items if i["kind"] == "Pod"])
-    return state
+_state = captured_state
 
 
 def _snapshot(generated_at: float = NOW - 5) -> Snapshot:

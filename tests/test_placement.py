@@ -4,13 +4,12 @@ import re
 
 import pytest
 
-from conftest import NODE_CACHE_CLUSTER, SCHEDULER, load_json
+from conftest import SCHEDULER, captured_state, load_json
 from guardgrid.config import load_settings
 from guardgrid.placement import (MAX_SCORE, MEAN, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
                                  preemption_candidates, scores)
-from guardgrid.records import node_from_dict, pod_from_dict
+from guardgrid.records import pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot, WorkloadPeak
-from guardgrid.state import ClusterState
 
 GiB = 2**30
 NOW = 1_800_000_000.0
@@ -18,12 +17,7 @@ NODES = ["worker-1", "worker-2", "worker-3", "worker-4", "worker-5", "worker-6"]
 SETTINGS = load_settings({})
 
 
-def _state() -> ClusterState:
-    items = load_json(NODE_CACHE_CLUSTER)["items"]
-    state = ClusterState()
-    state.replace_nodes([node_from_dict(i) for i in items if i["kind"] == "Node"])
-    state.replace_pods([pod_from_dict(i) for i in items if i["kind"] == "Pod"])
-    return state
+_state = captured_state
 
 
 def _pod(name):
