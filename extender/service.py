@@ -17,7 +17,7 @@ from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result,
                            priority_list)
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
-from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions, inflight_since,
+from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, explain_filter, inflight_since,
                                  passed_mask, preemption_candidates, scores)
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
@@ -53,10 +53,9 @@ class ExtenderService:
             self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
         generation = self.state.generation
         evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
-        threshold, keep_least_risky = self.settings.risk_threshold, self.settings.filter_keep_least_risky
-        passed, failed, reasons = filter_decisions(evaluation, threshold, keep_least_risky)
-        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation,
-                             passed_mask(evaluation, threshold, keep_least_risky), passed)
+        keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
+        passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
+        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep, passed)
         for reason, count in Counter(reasons.values()).items():
             metrics.NODES_REJECTED.labels(reason).inc(count)
         return filter_result(args, passed, failed)

@@ -35,8 +35,8 @@ from guardgrid.snapshot import Snapshot
 from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeTable
 
 __all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate",
-           "filter_decisions", "passed_mask", "scores", "inflight_since", "preemption_candidates", "MAX_SCORE",
-           "VictimSet"]
+           "filter_decisions", "passed_mask", "explain_filter", "scores", "inflight_since", "preemption_candidates",
+           "MAX_SCORE", "VictimSet"]
 
 FloatArray = npt.NDArray[np.float64]
 MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority; it does not clamp, so we must
@@ -245,17 +245,24 @@ def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky:
     until forecasts change; but a pod that fits nowhere safely then runs where it is likely to be OOM-killed,
     again and again (the evaluation's openb seed 2: 40 kills with it, none without). A trade-off, not a fix.
 
+    """
+    return explain_filter(evaluation, passed_mask(evaluation, threshold, keep_least_risky), threshold)
+
+
+def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], threshold: float,
+                   ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """filter_decisions for an already decided `passed_mask`: the passed names and each rejection's reason.
+
     Messages carry the figures behind each rejection; a typical filter rejects ~50 of 500 nodes, so the
     figures are gathered and formatted per vector, not read element by element from numpy.
     """
     failed: dict[str, str] = {}
     reasons: dict[str, str] = {}
     known = evaluation.known
-    rejected = ~passed_mask(evaluation, threshold, keep_least_risky)
+    rejected = ~passed
     names = evaluation.names
     if not rejected.any():  # the common case: no per-node Python work at all
         return list(names), failed, reasons
-    passed = list(compress(names, (~rejected).tolist()))
     positions = np.flatnonzero(rejected)
     head = "GuardGrid: predicted OOM risk "
     over = f" > {threshold:.2f} ("
@@ -271,7 +278,7 @@ def filter_decisions(evaluation: Evaluation, threshold: float, keep_least_risky:
         else:
             failed[name] = f"{head}{risk:.2f}{over}{'forecast' if on_forecast else 'requested'} {used}{pod_part}{size})"
             reasons[name] = "oom_risk"
-    return passed, failed, reasons
+    return list(compress(names, passed.tolist())), failed, reasons
 
 
 def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
