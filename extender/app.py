@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
 
     @app.post("/prioritize")
     def prioritize() -> Response:
-        return handle("prioritize", lambda body: service.prioritize(parse_extender_args(body)))
+        return handle("prioritize", service.prioritize_body)
 
     @app.post("/preempt")
     def preempt() -> Response:

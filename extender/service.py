@@ -12,9 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import numpy as np
+
 from extender import metrics
-from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, preemption_result,
-                           priority_list)
+from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, node_cache_request,
+                           parse_extender_args, preemption_result, priority_list)
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
 from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, explain_filter, inflight_since,
@@ -55,10 +57,26 @@ class ExtenderService:
         evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
         keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
         passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
-        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep, passed)
+        request = answer = b""
+        if args.pod_json and not args.full_mode and len(passed) >= 2 and self.recent.keeps(self.state, generation,
+                                                                                           demand):
+            # The prioritize call that follows, answered now while the figures are in cache (FilterMemory).
+            # kube-scheduler skips prioritize for a single feasible node, so there is none to prepare then.
+            request = node_cache_request(args.pod_json, passed)
+            answer = priority_list(passed, scores(evaluation.take(np.flatnonzero(keep), passed), self.settings))
+        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep, passed,
+                             request, answer)
         for reason, count in Counter(reasons.values()).items():
             metrics.NODES_REJECTED.labels(reason).inc(count)
         return filter_result(args, passed, failed)
+
+    def prioritize_body(self, body: bytes) -> bytes:
+        """Prioritize from the raw request: the answer the filter before it prepared, when this is byte for
+        byte the request it predicted and nothing it depends on changed; otherwise parsed and scored."""
+        answer = self.recent.answer(self.state, self.snapshot(), body, self.settings, self.clock())
+        if answer is not None:
+            return answer
+        return self.prioritize(parse_extender_args(body))
 
     def prioritize(self, args: ExtenderArgs) -> bytes:
         snapshot, now = self.snapshot(), self.clock()

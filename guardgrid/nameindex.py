@@ -23,7 +23,6 @@ import numpy.typing as npt
 __all__ = ["NameIndex"]
 
 IntArray = npt.NDArray[np.int64]
-_EMPTY = -1  # row of a free slot (rows are >= 0), so an unlikely hash of 0 matching a free slot still misses
 _WIDTH = 8  # slots per bucket: 8 int64 hashes are one 64-byte cache line
 
 
@@ -56,9 +55,12 @@ class NameIndex:
                 break
             buckets *= 2
         self._hashes = np.zeros((buckets, _WIDTH), dtype=np.int64)
-        self._rows = np.full((buckets, _WIDTH), _EMPTY, dtype=np.int64)
+        rows = np.full((buckets, _WIDTH), -1, dtype=np.int64)  # -1: a free slot
         self._hashes[sorted_buckets, slot] = values[order]
-        self._rows[sorted_buckets, slot] = order
+        rows[sorted_buckets, slot] = order
+        # Flat views for the second step of a lookup: one 1-d gather per name beats 2-d fancy indexing.
+        self._flat_hashes = self._hashes.reshape(-1)
+        self._flat_rows = rows.reshape(-1)
 
     def rows(self, names: Sequence[str]) -> IntArray:
         """Row of each name, -1 where the name is not in the table. Names must be str (hash() is str's)."""
@@ -68,8 +70,12 @@ class NameIndex:
             return np.fromiter((exact.get(n, -1) for n in names), dtype=np.int64, count=count)
         wanted = np.fromiter(map(hash, names), dtype=np.int64, count=count)
         bucket = wanted & self._mask
-        equal = self._hashes[bucket] == wanted[:, None]
-        column = equal.argmax(axis=1)
-        rows = self._rows[bucket, column]
-        rows[~equal[np.arange(count), column]] = -1  # no slot matched (argmax fell on column 0)
+        # The first slot of its bucket whose hash equals the name's (a bucket fills from slot 0, so a free
+        # slot never comes before a used one), then that slot's row, kept only if its hash really matches:
+        # argmax lands on slot 0 when nothing matched. take() rather than fancy indexing: the same gathers
+        # at a third of the overhead.
+        slot = (self._hashes.take(bucket, axis=0) == wanted[:, None]).argmax(axis=1)
+        slot += bucket * _WIDTH
+        rows = self._flat_rows.take(slot)
+        rows[self._flat_hashes.take(slot) != wanted] = -1
         return rows

@@ -125,8 +125,13 @@ def format_bytes_many(amounts: npt.ArrayLike) -> list[str]:
     level = np.searchsorted(_UNIT_STEPS, magnitude, side="right")  # 0 bytes, 1 Ki, ... 4 Ti
     level[np.isnan(magnitude)] = 0  # 'nan', as the scalar form prints it
     shown = (magnitude / _UNIT_SCALES[level]).tolist()
-    return [_shown(negative, number, unit) for negative, number, unit in zip((values < 0).tolist(), shown,
-                                                                             level.tolist())]
+    # _shown inlined: a function call per figure was a third of the cost.
+    texts = [f"{number:.1f}".removesuffix(".0") + _UNIT_SUFFIXES[unit] if unit else f"{number:.0f}"
+             for number, unit in zip(shown, level.tolist())]
+    negative = values < 0
+    if negative.any():
+        texts = ["-" + text if minus else text for text, minus in zip(texts, negative.tolist())]
+    return texts
 
 
 def _shown(negative: bool, number: float, unit: int) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SCHEDULER, captured_state, load_json
 from extender.service import ExtenderService
-from extender.wire import ExtenderArgs
+from extender.wire import ExtenderArgs, node_cache_request, parse_extender_args
 from guardgrid.config import load_settings
 from guardgrid.records import pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot
@@ -18,6 +18,7 @@ NOW = 1_800_000_000.0
 NODES = ["worker-1", "worker-2", "worker-3", "worker-4", "worker-5", "worker-6"]
 SETTINGS = load_settings({})
 BERT = pod_from_dict(load_json(SCHEDULER / "node-cache" / "filter-args.json")["Pod"])  # 8Gi, bert-finetune
+FILTER_BODY = (SCHEDULER / "node-cache" / "filter-args.json").read_bytes().strip()  # bert, 6 nodes, as captured
 
 
 _state = captured_state
@@ -42,16 +43,17 @@ def _service(state: ClusterState, snapshot: Snapshot, clock: Clock) -> ExtenderS
     return ExtenderService(state, SETTINGS, lambda: snapshot, clock=clock)
 
 
-def _recording(service: ExtenderService) -> list:
-    """Wrap the service's recall so a test sees whether prioritize reused the filter's figures."""
+def _recording(service: ExtenderService, method: str = "recall") -> list:
+    """Wrap one of the service's FilterMemory lookups so a test sees what it returned: `recall` (the filter's
+    figures, for prioritize to score) or `answer` (the prioritize answer the filter prepared)."""
     results: list = []
-    original = service.recent.recall
+    original = getattr(service.recent, method)
 
-    def recall(*args, **kwargs):
+    def wrapper(*args, **kwargs):
         results.append(original(*args, **kwargs))
         return results[-1]
 
-    service.recent.recall = recall
+    setattr(service.recent, method, wrapper)
     return results
 
 
@@ -112,3 +114,64 @@ def test_a_filter_that_raced_a_change_is_not_remembered():
         names = _filter(service)
     service.prioritize(ExtenderArgs(BERT, list(names), None, None))
     assert recalled == [None]
+
+
+# --- the prioritize answer prepared by the filter, for a body it predicted byte for byte ---------------------
+def test_the_captured_prioritize_body_is_exactly_the_one_its_filter_predicts():
+    prioritize_body = (SCHEDULER / "node-cache" / "prioritize-args.json").read_bytes().strip()
+    filter_args = parse_extender_args(FILTER_BODY)
+    assert node_cache_request(filter_args.pod_json, parse_extender_args(prioritize_body).node_names) == \
+        prioritize_body
+
+
+def _filter_body(service: ExtenderService) -> tuple[list[str], bytes]:
+    """Filter the captured body; the passed names and the prioritize body kube-scheduler would send next."""
+    args = parse_extender_args(FILTER_BODY)
+    passed = orjson.loads(service.filter(args))["NodeNames"]
+    return passed, node_cache_request(args.pod_json, passed)
+
+
+def test_a_predicted_prioritize_body_is_answered_from_the_filter_without_parsing(monkeypatch):
+    state, snapshot, clock = _state(), _snapshot(), Clock()
+    service = _service(state, snapshot, clock)
+    answers = _recording(service, "answer")
+    passed, body = _filter_body(service)
+    assert 2 <= len(passed) < len(NODES)
+    monkeypatch.setattr("extender.service.parse_extender_args", lambda body: pytest.fail("parsed the body"))
+    answer = service.prioritize_body(body)
+    assert answers[0] is not None
+    assert answer == _fresh_prioritize(state, snapshot, clock, passed)
+
+
+@pytest.mark.parametrize("change", ["a pod was bound", "a new snapshot", "a bind left its window",
+                                    "the snapshot went stale", "one byte differs"])
+def test_after_any_change_a_predicted_body_is_parsed_and_scored_afresh(change):
+    state, clock = _state(), Clock()
+    snapshots = [_snapshot()]
+    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock)
+    answers = _recording(service, "answer")
+    _bind(state, "worker-3", NOW - 30)  # in flight now (the window is a minute), no longer 40 s later
+    passed, body = _filter_body(service)
+    if change == "a pod was bound":
+        _bind(state, passed[0], NOW)
+    elif change == "a new snapshot":
+        snapshots.append(_snapshot(generated_at=NOW - 1))
+    elif change == "a bind left its window":
+        clock.now += 40
+    elif change == "the snapshot went stale":
+        clock.now += SETTINGS.snapshot_max_age_seconds + 1
+    elif change == "one byte differs":
+        body = body.replace(b'"Nodes":null,', b'"Nodes": null,')
+    answer = service.prioritize_body(body)
+    assert answers == [None]
+    assert answer == _fresh_prioritize(state, snapshots[-1], clock, passed)
+
+
+def test_each_prepared_answer_serves_one_prioritize_call():
+    state, snapshot, clock = _state(), _snapshot(), Clock()
+    service = _service(state, snapshot, clock)
+    answers = _recording(service, "answer")
+    passed, body = _filter_body(service)
+    first, second = service.prioritize_body(body), service.prioritize_body(body)
+    assert answers[0] is not None and answers[1] is None
+    assert first == second == _fresh_prioritize(state, snapshot, clock, passed)
