@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from extender.node_list import NodeItemNames, split_node_list
 from guardgrid.placement import MAX_SCORE
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 
@@ -41,10 +42,11 @@ class ExtenderArgs:
     nodes: list[dict[str, Any]] | None  # full mode: the Node objects as sent, to be returned unchanged
     node_list_meta: dict[str, Any] | None
     pod_json: bytes = b""  # the Pod as orjson encodes it (as kube-scheduler does); b"" when not parsed from JSON
+    node_json: list[bytes] | None = None  # full mode read raw (extender.node_list): each Node object's bytes
 
     @property
     def full_mode(self) -> bool:
-        return self.nodes is not None
+        return self.nodes is not None or self.node_json is not None
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,18 @@ def _pod(data: Mapping[str, Any]) -> tuple[PodRecord, bytes]:
         raise WireError(f"'Pod' cannot be read: {exc}") from None
 
 
+_NODE_ITEM_NAMES = NodeItemNames()
+
+
 def parse_extender_args(body: bytes) -> ExtenderArgs:
     """Filter and prioritize requests."""
+    raw = split_node_list(body)
+    if raw is not None:  # full-NodeList mode in the scheduler's layout: items by their bytes
+        names = _NODE_ITEM_NAMES.names(raw.items)
+        if names is not None:
+            pod, pod_json = _pod(raw.shell)
+            meta = raw.shell["Nodes"].get("metadata")
+            return ExtenderArgs(pod, names, None, meta if isinstance(meta, dict) else {}, pod_json, raw.items)
     data = _load(body)
     pod, pod_json = _pod(data)
     names = data.get("NodeNames")
@@ -175,10 +187,15 @@ def filter_result(args: ExtenderArgs, passed: list[str], failed: Mapping[str, st
     body: dict[str, Any] = {"Nodes": None, "NodeNames": None, "FailedNodes": dict(failed),
                             "FailedAndUnresolvableNodes": dict(unresolvable or {}), "Error": error}
     if args.full_mode:
-        assert args.nodes is not None
         keep = set(passed)
-        body["Nodes"] = {"metadata": args.node_list_meta or {},
-                         "items": [n for n, name in zip(args.nodes, args.node_names) if name in keep]}
+        if args.node_json is not None:  # the passing objects' own bytes: unchanged, and no re-encoding
+            items = b",".join([item for item, name in zip(args.node_json, args.node_names) if name in keep])
+            body["Nodes"] = orjson.Fragment(b'{"metadata":' + orjson.dumps(args.node_list_meta or {})
+                                            + b',"items":[' + items + b"]}")
+        else:
+            assert args.nodes is not None
+            body["Nodes"] = {"metadata": args.node_list_meta or {},
+                             "items": [n for n, name in zip(args.nodes, args.node_names) if name in keep]}
     else:
         body["NodeNames"] = passed
     return orjson.dumps(body)

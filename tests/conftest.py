@@ -38,9 +38,10 @@ def load_json(path: Path) -> Any:
     return json.loads(path.read_bytes())
 
 
-def captured_state() -> ClusterState:
-    """The cluster of the captured node-cache scheduler run (6 nodes, 7 pods) as a ClusterState."""
-    items = load_json(NODE_CACHE_CLUSTER)["items"]
+def captured_state(cluster: Path = NODE_CACHE_CLUSTER) -> ClusterState:
+    """The cluster of a captured scheduler run as a ClusterState: by default the node-cache run's (6 nodes,
+    7 pods); FULL_NODES_CLUSTER for the full-NodeList run's."""
+    items = load_json(cluster)["items"]
     state = ClusterState()
     state.replace_nodes([node_from_dict(i) for i in items if i["kind"] == "Node"])
     state.replace_pods([pod_from_dict(i) for i in items if i["kind"] == "Pod"])
