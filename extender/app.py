@@ -84,8 +84,8 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                 return _json(error_body(f"{verb}: {exc}"), status)
             return _json(body)
         finally:
-            metrics.REQUESTS.labels(verb, str(status)).inc()
-            metrics.LATENCY.labels(verb).observe(time.perf_counter() - started)
+            metrics.requests(verb, str(status)).inc()
+            metrics.latency(verb).observe(time.perf_counter() - started)
 
     @app.post("/filter")
     def filter_() -> Response:
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
             message = exc.description or exc.name
         verb = request.path.strip("/") or "unknown"
         if verb in ("filter", "prioritize", "preempt"):
-            metrics.REQUESTS.labels(verb, str(code)).inc()
+            metrics.requests(verb, str(code)).inc()
         return _json(error_body(message), code)
 
     @app.errorhandler(Exception)

@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import numpy as np
 
 from extender import metrics
 from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, node_cache_request,
@@ -63,11 +62,12 @@ class ExtenderService:
             # The prioritize call that follows, answered now while the figures are in cache (FilterMemory).
             # kube-scheduler skips prioritize for a single feasible node, so there is none to prepare then.
             request = node_cache_request(args.pod_json, passed)
-            answer = priority_list(passed, scores(evaluation.take(np.flatnonzero(keep), passed), self.settings))
+            answer = priority_list(passed, scores(evaluation.take(keep.nonzero()[0], passed), self.settings))
         self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep, passed,
                              request, answer)
-        for reason, count in Counter(reasons.values()).items():
-            metrics.NODES_REJECTED.labels(reason).inc(count)
+        if reasons:
+            for reason, count in Counter(reasons.values()).items():
+                metrics.rejected(reason).inc(count)
         return filter_result(args, passed, failed)
 
     def prioritize_body(self, body: bytes) -> bytes:

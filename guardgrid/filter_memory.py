@@ -63,7 +63,7 @@ class FilterMemory:
         half applied then, or happened since, the evaluation may mix two states and is not kept."""
         if not self.keeps(state, generation, demand):
             return
-        entry = _Entry(demand, snapshot, fresh, generation, passed, np.flatnonzero(passed_mask), evaluation,
+        entry = _Entry(demand, snapshot, fresh, generation, passed, passed_mask.nonzero()[0], evaluation,
                        prioritize_request, prioritize_answer)
         with self._lock:
             self._entries[demand.uid] = entry

@@ -39,7 +39,12 @@ __all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPR
            "MAX_SCORE", "VictimSet"]
 
 FloatArray = npt.NDArray[np.float64]
-MAX_SCORE = 10  # kube-scheduler's MaxExtenderPriority; it does not clamp, so we must
+MAX_SCORE = 10
+# ndarray.all()/.any()/np.flatnonzero run a few lines of numpy's Python wrappers per call; on the extender's
+# path, with cold caches between requests, every distinct line executed costs (docs/bench-extender.md), so the
+# hot path calls the C reductions directly.
+_all = np.logical_and.reduce
+_any = np.logical_or.reduce  # kube-scheduler's MaxExtenderPriority; it does not clamp, so we must
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +136,7 @@ class Evaluation:
         """Memory use after placement over allocatable; +inf on a node without allocatable memory."""
         used = self.base + self.inflight
         used += self.peak
-        if bool((self.allocatable > 0).all()):  # the usual case: one division, no masked copy
+        if _all(self.allocatable > 0):  # the usual case: one division, no masked copy
             used /= self.allocatable
             return used
         return np.divide(used, self.allocatable, out=np.full(len(self.allocatable), np.inf),
@@ -182,7 +187,7 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
                           zeros, zeros + 1, zeros, pod.peak, np.ones(count))
     rows = table.name_index.rows(candidates)
     known = rows >= 0
-    all_known = bool(known.all())
+    all_known = bool(_all(known))
     safe_rows = rows if all_known else np.where(known, rows, 0)
     memory = table.memory.take(safe_rows, axis=0)  # take(): the same gather as memory[rows], less overhead
     allocatable = memory[:, ALLOCATABLE]
@@ -266,9 +271,9 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
     known = evaluation.known
     rejected = ~passed
     names = evaluation.names
-    if not rejected.any():  # the common case: no per-node Python work at all
+    if not _any(rejected):  # the common case: no per-node Python work at all
         return list(names), failed, reasons
-    positions = np.flatnonzero(rejected)
+    positions = rejected.nonzero()[0]
     head = "GuardGrid: predicted OOM risk "
     over = f" > {threshold:.2f} ("
     pod_part = f" + pod {format_bytes(evaluation.peak)} of "

@@ -52,7 +52,7 @@ def erfc(x: npt.ArrayLike) -> FloatArray:
     np.exp(poly, out=poly)
     poly *= t  # erfc(|x|)
     negative = x < 0
-    if negative.any():
+    if np.logical_or.reduce(negative):  # the C reduction: ndarray.any() runs Python wrapper lines
         np.subtract(2.0, poly, out=poly, where=negative)  # erfc(-x) = 2 - erfc(x)
     return poly.reshape(shape)
 
@@ -76,6 +76,6 @@ def oom_risk(demand: npt.ArrayLike, allocatable: npt.ArrayLike, spread: npt.Arra
     headroom /= spread
     risk = normal_sf(headroom)
     empty = allocatable <= 0
-    if empty.any():
+    if np.logical_or.reduce(empty):
         risk[empty] = 1.0
     return risk
