@@ -12,6 +12,8 @@ The slot pod (same shape as the standby pod in the captured fixture cluster):
   the scheduler's preemption evicts it at once for the job's replacement pod;
 - placed by a required node affinity on `metadata.name` (as the DaemonSet controller does; hostname labels
   need not equal node names), scheduled by the default scheduler, which keeps every other admission rule;
+- the restricted Pod Security Standard: non-root (UID 65532, whatever the image declares), RuntimeDefault
+  seccomp, no privilege escalation, all capabilities dropped, a read-only root filesystem;
 - labels `guardgrid.io/standby-for=<job>` and `guardgrid.io/managed=true`, annotation
   `guardgrid.io/inject: "false"` (the webhook leaves it alone) and `guardgrid.io/standby-node` (the planned
   node, readable while the pod is still pending);
@@ -91,6 +93,13 @@ def _slot_name(job: str, index: int) -> str:
     return f"standby-{safe}-{index}"
 
 
+# The restricted Pod Security Standard, whatever user the job's images declare: `sleep` runs as any user, so a
+# slot never needs root, and a namespace enforcing `restricted` admits it.
+SLOT_USER = 65532
+SLOT_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": SLOT_USER, "runAsGroup": SLOT_USER,
+                         "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def standby_manifest(job: ProtectedJob, node: str, memory: float, name: str) -> dict[str, Any]:
     """The slot pod for `job` on `node` (see the module docstring for each field)."""
     containers = []
@@ -104,7 +113,8 @@ def standby_manifest(job: ProtectedJob, node: str, memory: float, name: str) -> 
             "imagePullPolicy": "IfNotPresent",
             "command": ["sleep", "infinity"] if job.images else None,
             "resources": {"requests": requests},
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                "readOnlyRootFilesystem": True},
         })
         if containers[-1]["command"] is None:
             del containers[-1]["command"]
@@ -129,6 +139,7 @@ def standby_manifest(job: ProtectedJob, node: str, memory: float, name: str) -> 
             "restartPolicy": "Always",
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
+            "securityContext": SLOT_SECURITY_CONTEXT,
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
             "containers": containers,

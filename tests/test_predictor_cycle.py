@@ -355,6 +355,20 @@ def test_the_slot_manifest_is_a_valid_v1_36_pod_even_for_a_bare_pod_job():
     assert "ownerReferences" not in bare["metadata"]
 
 
+def test_a_slot_meets_the_restricted_pod_security_standard_whatever_its_images():
+    setup = Setup()
+    setup.run()
+    [slot] = setup.slot_pods()
+    spec = slot["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert "runAsUser" not in context and "privileged" not in context  # nothing overrides the pod's
+
+
 def test_a_job_name_that_is_no_dns_label_still_gives_a_valid_slot_name():
     setup = Setup()
     for name in ("llm-0", "llm-1"):
