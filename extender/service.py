@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-
 from extender import metrics
 from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, node_cache_request,
                            parse_extender_args, preemption_result, priority_list)
