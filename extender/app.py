@@ -45,6 +45,17 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
+def _logged(work: Callable[[], None]) -> Callable[[], None]:
+    """Work run after a response is sent: an error there is a bug to log, never a reason to drop the
+    connection (gunicorn would, on an exception from closing the response)."""
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - logged with its traceback; the answer already went out
+            log.exception("work after the response failed")
+    return run
+
+
 def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                snapshot: Callable[[], Snapshot | None] | None = None, start: bool = True) -> Flask:
     """Build the app. Tests pass `api` (an InMemoryKubeAPI) and/or `snapshot`; production passes nothing."""
@@ -89,7 +100,17 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
 
     @app.post("/filter")
     def filter_() -> Response:
-        return handle("filter", lambda body: service.filter(parse_extender_args(body)))
+        afterwards: list[Callable[[], None]] = []
+
+        def decide(body: bytes) -> bytes:
+            answer, after = service.filter_then(parse_extender_args(body))
+            afterwards.append(after)
+            return answer
+
+        response = handle("filter", decide)
+        for after in afterwards:  # once the answer is sent: see ExtenderService.filter_then
+            response.call_on_close(_logged(after))
+        return response
 
     @app.post("/prioritize")
     def prioritize() -> Response:

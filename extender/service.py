@@ -46,6 +46,19 @@ class ExtenderService:
         return current.age(self.clock()) if current is not None else math.inf
 
     def filter(self, args: ExtenderArgs) -> bytes:
+        answer, after = self.filter_then(args)
+        after()
+        return answer
+
+    def filter_then(self, args: ExtenderArgs) -> tuple[bytes, Callable[[], None]]:
+        """The filter's answer, and the work that may wait until the answer is on the wire: preparing the
+        prioritize answer (FilterMemory), remembering the figures, counting rejections.
+
+        Why split: the HTTP app runs the second part after the response is sent (Werkzeug's call_on_close),
+        while kube-scheduler reads the answer and builds its prioritize request, so the filter's latency no
+        longer includes it. gunicorn reads the connection's next request only after that, so the prioritize
+        that follows always finds it done.
+        """
         snapshot, now = self.snapshot(), self.clock()
         demand = PodDemand.of(args.pod, snapshot)
         since = inflight_since(snapshot, now, self.settings)
@@ -55,19 +68,22 @@ class ExtenderService:
         evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
         keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
         passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
-        request = answer = b""
-        if args.pod_json and not args.full_mode and len(passed) >= 2 and self.recent.keeps(self.state, generation,
-                                                                                           demand):
-            # The prioritize call that follows, answered now while the figures are in cache (FilterMemory).
-            # kube-scheduler skips prioritize for a single feasible node, so there is none to prepare then.
-            request = node_cache_request(args.pod_json, passed)
-            answer = priority_list(passed, scores(evaluation.take(keep.nonzero()[0], passed), self.settings))
-        self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep, passed,
-                             request, answer)
-        if reasons:
-            for reason, count in Counter(reasons.values()).items():
-                metrics.rejected(reason).inc(count)
-        return filter_result(args, passed, failed)
+
+        def after() -> None:
+            request = answer = b""
+            if args.pod_json and not args.full_mode and len(passed) >= 2 and self.recent.keeps(
+                    self.state, generation, demand):
+                # The prioritize call that follows, answered now while the figures are still warm.
+                # kube-scheduler skips prioritize for a single feasible node: nothing to prepare then.
+                request = node_cache_request(args.pod_json, passed)
+                answer = priority_list(passed, scores(evaluation.take(keep.nonzero()[0], passed), self.settings))
+            self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep,
+                                 passed, request, answer)
+            if reasons:
+                for reason, count in Counter(reasons.values()).items():
+                    metrics.rejected(reason).inc(count)
+
+        return filter_result(args, passed, failed), after
 
     def prioritize_body(self, body: bytes) -> bytes:
         """Prioritize from the raw request: the answer the filter before it prepared, when this is byte for

@@ -9,13 +9,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import flask
 import pytest
+from flask.testing import FlaskClient
 
 from guardgrid.records import node_from_dict, pod_from_dict
 from guardgrid.state import ClusterState
 
 # The recording API-server stub's fixtures (apiserver, api_client) for the real adapter's tests.
 pytest_plugins = ["apiserver_stub"]
+
+
+
+class ServerLikeClient(FlaskClient):
+    """A Flask test client that reads every answer whole and closes it, as gunicorn does.
+
+    Why: the extender runs some work after its answer is sent (Werkzeug's call_on_close, see
+    ExtenderService.filter_then); a server closes every response before it reads the connection's next
+    request, but Flask's client leaves an unread response open, and that work would never run.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+flask.Flask.test_client_class = ServerLikeClient  # every app's test_client() in these tests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULER = FIXTURES / "kube-scheduler"

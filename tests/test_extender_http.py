@@ -81,3 +81,30 @@ def test_before_the_cache_syncs_the_extender_answers_503_so_an_ignorable_schedul
     assert client.get("/readyz").status_code == 503
     response = client.post("/filter", data=GOOD)
     assert response.status_code == 503 and "not synced" in response.get_json()["Error"]
+
+
+def _service(client):
+    return client.application.extensions["guardgrid"]["service"]
+
+
+def test_the_filter_answers_first_and_prepares_the_prioritize_answer_once_it_is_sent(client):
+    service = _service(client)
+    prepared = []
+    original = service.recent.remember
+    service.recent.remember = lambda *args: prepared.append(args[-2:]) or original(*args)
+    response = client.open("/filter", method="POST", data=GOOD, buffered=False)  # not yet closed
+    passed = orjson.loads(response.get_data())["NodeNames"]
+    assert len(passed) >= 2 and prepared == []  # the answer is out, the preparation still waits
+    response.close()  # what gunicorn does right after sending it
+    [(request, answer)] = prepared
+    assert orjson.loads(request)["NodeNames"] == passed
+    assert client.post("/prioritize", data=request).data == answer
+
+
+def test_a_failure_after_the_answer_is_sent_is_logged_and_the_worker_keeps_serving(client, caplog):
+    service = _service(client)
+    service.recent.remember = lambda *args: 1 / 0
+    response = client.post("/filter", data=GOOD)
+    assert response.status_code == 200 and orjson.loads(response.data)["NodeNames"]
+    assert "work after the response failed" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert client.post("/filter", data=GOOD).status_code == 200
