@@ -18,7 +18,7 @@ from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result,
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
 from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, explain_filter, inflight_since,
-                                 passed_mask, preemption_candidates, scores)
+                                 passed_mask, preemption_candidates, score_array, scores)
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
@@ -76,7 +76,9 @@ class ExtenderService:
                 # The prioritize call that follows, answered now while the figures are still warm.
                 # kube-scheduler skips prioritize for a single feasible node: nothing to prepare then.
                 request = node_cache_request(args.pod_json, passed)
-                answer = priority_list(passed, scores(evaluation.take(keep.nonzero()[0], passed), self.settings))
+                # Scored over all candidates, then the passed picked out: element-wise, so the same scores as
+                # for the passed alone, without gathering every figure of the evaluation first.
+                answer = priority_list(passed, score_array(evaluation, self.settings)[keep].tolist())
             self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep,
                                  passed, request, answer)
             if reasons:

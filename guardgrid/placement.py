@@ -35,7 +35,7 @@ from guardgrid.snapshot import Snapshot
 from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeTable
 
 __all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate",
-           "filter_decisions", "passed_mask", "explain_filter", "scores", "inflight_since", "preemption_candidates",
+           "filter_decisions", "passed_mask", "explain_filter", "scores", "score_array", "inflight_since", "preemption_candidates",
            "MAX_SCORE", "VictimSet"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -292,6 +292,11 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
 
 
 def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
+    """`score_array` as a list, as the wire format wants it."""
+    return score_array(evaluation, settings).tolist()
+
+
+def score_array(evaluation: Evaluation, settings: Settings) -> npt.NDArray[np.int64]:
     """Integer scores 0..10: 10 for a node holding the pod's own standby slot, else 0..9 by the weighted terms.
 
     Terms, each in [0, 1]: low risk (relative to the filter threshold), low memory utilisation after placement
@@ -328,7 +333,7 @@ def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
     graded[~evaluation.known] = 0
     np.maximum(graded, 0, out=graded)
     np.minimum(graded, MAX_SCORE, out=graded)
-    return graded.tolist()
+    return graded
 
 
 @dataclass(frozen=True, slots=True)

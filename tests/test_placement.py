@@ -2,12 +2,13 @@
 
 import re
 
+import numpy as np
 import pytest
 
 from conftest import SCHEDULER, captured_state, load_json
 from guardgrid.config import load_settings
 from guardgrid.placement import (MAX_SCORE, MEAN, ForecastAligner, PodDemand, VictimSet, evaluate, filter_decisions,
-                                 preemption_candidates, scores)
+                                 preemption_candidates, score_array, scores)
 from guardgrid.records import pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot, WorkloadPeak
 
@@ -178,3 +179,13 @@ def test_a_new_snapshot_is_realigned_even_when_it_reuses_the_old_ones_memory():
     second = aligner.align(_snapshot({"worker-5": 50}), state.table)  # and may get the same id()
     row = state.table.index["worker-5"]
     assert first.columns[row, MEAN] == 10 * GiB and second.columns[row, MEAN] == 50 * GiB
+
+
+@pytest.mark.parametrize("nodes", [NODES, NODES + ["ghost"], ["worker-5", "ghost", "worker-1"]])
+def test_scoring_all_candidates_then_picking_some_equals_scoring_those_alone(nodes):
+    """The filter prepares prioritize's answer by scoring every candidate and picking the passed ones."""
+    evaluation = _evaluate(RESNET, _snapshot({"worker-1": 120, "worker-2": 60, "worker-5": 57}), nodes=nodes)
+    for picked in ([0], list(range(len(nodes)))[::2], list(range(len(nodes)))):
+        positions = np.array(picked, dtype=np.int64)
+        alone = scores(evaluation.take(positions, [nodes[p] for p in picked]), SETTINGS)
+        assert score_array(evaluation, SETTINGS)[positions].tolist() == alone
