@@ -221,9 +221,9 @@ def priority_list(names: list[str], scores: list[int]) -> bytes:
     plain = "".join(names)
     # Splice only what a JSON encoder would copy verbatim: ASCII (isascii is O(1) on str) with no quote,
     # backslash or control character (a vector test over the bytes: isprintable() cost ~23 us per 450
-    # names); scores through a table, so anything but an int 0..10 falls to the encoder.
+    # names); scores through a table keyed 0..10, so a score outside that range falls to the encoder.
     if (plain.isascii() and '"' not in plain and "\\" not in plain
-            and (not plain or np.frombuffer(plain.encode("ascii"), dtype=np.uint8).min() >= 0x20)):
+            and (not plain or np.minimum.reduce(np.frombuffer(plain.encode("ascii"), dtype=np.uint8)) >= 0x20)):
         try:
             parts: list[str] = [""] * (2 * len(names))
             parts[0::2] = names
