@@ -171,6 +171,19 @@ def _per_candidate(amounts: Mapping[str, float], index: dict[str, int], rows: np
     return out
 
 
+def _requests_based(state: ClusterState, pod: PodDemand, index: dict[str, int], rows: npt.NDArray[np.int64],
+                    candidates: Sequence[str], requested: FloatArray, own_slot: FloatArray, allocatable: FloatArray,
+                    settings: Settings) -> tuple[FloatArray, FloatArray]:
+    """(base, spread) from requests: the fallback, computed only when some candidate needs it."""
+    base = requested - own_slot
+    # The pod itself may already be in the cache on some node (a retried cycle, a stale bind): don't count it.
+    existing = state.pods.get(pod.uid)
+    if existing is not None and existing.holds_memory:
+        base -= _per_candidate({existing.node_name: float(existing.memory_request)}, index, rows, candidates)
+    np.maximum(base, 0.0, out=base)
+    return base, settings.fallback_spread * allocatable
+
+
 def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
              candidates: Sequence[str], settings: Settings, now: float) -> Evaluation:
     """Risk and the figures behind it for `pod` on each candidate node.
@@ -197,14 +210,6 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
     standby = memory[:, STANDBY]
 
     own_slot = _per_candidate(state.own_standby(pod.job), index, rows, candidates)
-    # The pod itself may already be in the cache on some node (a retried cycle, a stale bind): don't count it.
-    fallback_base = requested - own_slot
-    existing = state.pods.get(pod.uid)
-    if existing is not None and existing.holds_memory:
-        fallback_base -= _per_candidate({existing.node_name: float(existing.memory_request)}, index, rows,
-                                        candidates)
-    np.maximum(fallback_base, 0.0, out=fallback_base)
-    fallback_spread = settings.fallback_spread * allocatable
     since = inflight_since(snapshot, now, settings)
     if since is not None:
         assert snapshot is not None
@@ -212,17 +217,21 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
         covered = forecast[:, COVERED] > 0.0
         if not all_known:
             covered &= known
-        forecast_base = forecast[:, MEAN] + np.maximum(standby - own_slot, 0.0)
-        base = np.where(covered, forecast_base, fallback_base)
-        spread = np.where(covered, forecast[:, SPREAD], fallback_spread)
+        base = forecast[:, MEAN] + np.maximum(standby - own_slot, 0.0)
+        spread = forecast[:, SPREAD]
+        if not _all(covered):  # some candidates the predictor does not know yet: judged on requests
+            fallback_base, fallback_spread = _requests_based(state, pod, index, rows, candidates, requested,
+                                                             own_slot, allocatable, settings)
+            base = np.where(covered, base, fallback_base)
+            spread = np.where(covered, spread, fallback_spread)
         fault_rate = forecast[:, FAULT_RATE]
         recent = state.inflight_by_node(since)
         inflight = _per_candidate(recent, index, rows, candidates) if recent else np.zeros(count)
         inflight[~covered] = 0.0
     else:
         covered = np.zeros(count, dtype=np.bool_)
-        base = fallback_base
-        spread = fallback_spread
+        base, spread = _requests_based(state, pod, index, rows, candidates, requested, own_slot, allocatable,
+                                       settings)
         fault_rate = np.full(count, settings.fault_prior_rate_per_hour)
         inflight = np.zeros(count)
     risk = oom_risk(base + inflight + pod.peak, allocatable, spread)

@@ -189,3 +189,17 @@ def test_scoring_all_candidates_then_picking_some_equals_scoring_those_alone(nod
         positions = np.array(picked, dtype=np.int64)
         alone = scores(evaluation.take(positions, [nodes[p] for p in picked]), SETTINGS)
         assert score_array(evaluation, SETTINGS)[positions].tolist() == alone
+
+
+def test_candidates_the_snapshot_does_not_cover_are_judged_on_requests_beside_covered_ones():
+    """A node added after the predictor's last cycle: the rest keep their forecasts, it gets requests."""
+    state = _state()
+    snapshot = _snapshot({name: 10 for name in NODES if name != "worker-2"})
+    mixed = _evaluate(BERT, snapshot, state=state)
+    on_requests = _evaluate(BERT, None, state=state)
+    covered = [name != "worker-2" for name in NODES]
+    assert mixed.forecast.tolist() == covered
+    assert mixed.base[1] == on_requests.base[1] and mixed.spread[1] == on_requests.spread[1]
+    everywhere = _evaluate(BERT, _snapshot({name: 10 for name in NODES}), state=state)
+    assert mixed.base[0] == everywhere.base[0] != on_requests.base[0]  # covered nodes keep their forecast
+    assert mixed.risk[1] == on_requests.risk[1] and mixed.risk[0] == everywhere.risk[0]
