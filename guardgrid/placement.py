@@ -20,6 +20,7 @@ Two modes per node:
 from __future__ import annotations
 
 import threading
+from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
@@ -275,29 +276,31 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
     Messages carry the figures behind each rejection; a typical filter rejects ~50 of 500 nodes, so the
     figures are gathered and formatted per vector, not read element by element from numpy.
     """
-    failed: dict[str, str] = {}
-    reasons: dict[str, str] = {}
     known = evaluation.known
     rejected = ~passed
     names = evaluation.names
     if not _any(rejected):  # the common case: no per-node Python work at all
-        return list(names), failed, reasons
+        return list(names), {}, {}
     positions = rejected.nonzero()[0]
     head = "GuardGrid: predicted OOM risk "
     over = f" > {threshold:.2f} ("
     pod_part = f" + pod {format_bytes(evaluation.peak)} of "
-    in_use = format_bytes_many((evaluation.base + evaluation.inflight)[positions])
-    allocatable = format_bytes_many(evaluation.allocatable[positions])
-    for name, is_known, risk, on_forecast, used, size in zip(
-            [names[p] for p in positions.tolist()], known[positions].tolist(), evaluation.risk[positions].tolist(),
-            evaluation.forecast[positions].tolist(), in_use, allocatable):
-        if not is_known:
-            failed[name] = _UNKNOWN_NODE
-            reasons[name] = "unknown_node"
-        else:
-            failed[name] = f"{head}{risk:.2f}{over}{'forecast' if on_forecast else 'requested'} {used}{pod_part}{size})"
-            reasons[name] = "oom_risk"
+    sources = ("requested ", "forecast ")
+    # One comprehension, not a loop of statements: a filter that rejects 200 nodes is the latency tail, and
+    # this is its per-node cost (~1 us). Allocatable sizes repeat across a fleet, so their text is cached.
+    failed = {name: f"{head}{risk:.2f}{over}{sources[on_forecast]}{used}{pod_part}{_size_text(size)})"
+              if is_known else _UNKNOWN_NODE
+              for name, is_known, risk, on_forecast, used, size in zip(
+                  [names[p] for p in positions.tolist()], known[positions].tolist(),
+                  evaluation.risk[positions].tolist(), evaluation.forecast[positions].tolist(),
+                  format_bytes_many((evaluation.base + evaluation.inflight)[positions]),
+                  evaluation.allocatable[positions].tolist())}
+    reasons = dict(zip(failed, map(_REASONS.__getitem__, known[positions].tolist())))
     return list(compress(names, passed.tolist())), failed, reasons
+
+
+_REASONS = {True: "oom_risk", False: "unknown_node"}  # by whether the node is in the cache
+_size_text = lru_cache(maxsize=4096)(format_bytes)
 
 
 def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
