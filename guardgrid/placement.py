@@ -29,15 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from guardgrid.config import Settings
-from guardgrid.quantity import format_bytes, format_bytes_many
+from guardgrid.quantity import format_bytes
 from guardgrid.records import PodRecord
 from guardgrid.risk import oom_risk
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeTable
 
 __all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate",
-           "filter_decisions", "passed_mask", "explain_filter", "scores", "score_array", "inflight_since", "preemption_candidates",
-           "MAX_SCORE", "VictimSet"]
+           "filter_decisions", "passed_mask", "explain_filter", "scores", "score_array", "inflight_since",
+           "preemption_candidates", "MAX_SCORE", "VictimSet"]
 
 FloatArray = npt.NDArray[np.float64]
 MAX_SCORE = 10
@@ -287,20 +287,22 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
     pod_part = f" + pod {format_bytes(evaluation.peak)} of "
     sources = ("requested ", "forecast ")
     # One comprehension, not a loop of statements: a filter that rejects 200 nodes is the latency tail, and
-    # this is its per-node cost (~1 us). Allocatable sizes repeat across a fleet, so their text is cached.
-    failed = {name: f"{head}{risk:.2f}{over}{sources[on_forecast]}{used}{pod_part}{_size_text(size)})"
+    # this is its per-node cost. The figures' text is cached by value: allocatable sizes repeat across a
+    # fleet, and a node's memory in use stays the same number from request to request until its forecast or
+    # its pods change.
+    failed = {name: f"{head}{risk:.2f}{over}{sources[on_forecast]}{_size_text(used)}{pod_part}{_size_text(size)})"
               if is_known else _UNKNOWN_NODE
               for name, is_known, risk, on_forecast, used, size in zip(
                   [names[p] for p in positions.tolist()], known[positions].tolist(),
                   evaluation.risk[positions].tolist(), evaluation.forecast[positions].tolist(),
-                  format_bytes_many((evaluation.base + evaluation.inflight)[positions]),
+                  (evaluation.base + evaluation.inflight)[positions].tolist(),
                   evaluation.allocatable[positions].tolist())}
     reasons = dict(zip(failed, map(_REASONS.__getitem__, known[positions].tolist())))
     return list(compress(names, passed.tolist())), failed, reasons
 
 
 _REASONS = {True: "oom_risk", False: "unknown_node"}  # by whether the node is in the cache
-_size_text = lru_cache(maxsize=4096)(format_bytes)
+_size_text = lru_cache(maxsize=16384)(format_bytes)  # a few versions of every node's figures
 
 
 def scores(evaluation: Evaluation, settings: Settings) -> list[int]:
