@@ -290,14 +290,15 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
     # this is its per-node cost. The figures' text is cached by value: allocatable sizes repeat across a
     # fleet, and a node's memory in use stays the same number from request to request until its forecast or
     # its pods change.
+    rejected_known = known[positions].tolist()
     failed = {name: f"{head}{risk:.2f}{over}{sources[on_forecast]}{_size_text(used)}{pod_part}{_size_text(size)})"
               if is_known else _UNKNOWN_NODE
               for name, is_known, risk, on_forecast, used, size in zip(
-                  [names[p] for p in positions.tolist()], known[positions].tolist(),
+                  [names[p] for p in positions.tolist()], rejected_known,
                   evaluation.risk[positions].tolist(), evaluation.forecast[positions].tolist(),
                   (evaluation.base + evaluation.inflight)[positions].tolist(),
                   evaluation.allocatable[positions].tolist())}
-    reasons = dict(zip(failed, map(_REASONS.__getitem__, known[positions].tolist())))
+    reasons = dict(zip(failed, map(_REASONS.__getitem__, rejected_known)))
     return list(compress(names, passed.tolist())), failed, reasons
 
 

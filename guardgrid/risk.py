@@ -57,14 +57,15 @@ def erfc(x: npt.ArrayLike) -> FloatArray:
     return poly.reshape(shape)
 
 
+_SQRT2 = float(np.sqrt(2.0))
+
+
 def normal_sf(z: npt.ArrayLike) -> FloatArray:
     """P(Z > z) for a standard normal Z."""
     result = erfc(np.divide(np.asarray(z, dtype=np.float64), _SQRT2))
     result *= 0.5
     return result
 
-
-_SQRT2 = float(np.sqrt(2.0))
 
 
 def oom_risk(demand: npt.ArrayLike, allocatable: npt.ArrayLike, spread: npt.ArrayLike) -> FloatArray:
