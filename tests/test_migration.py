@@ -306,13 +306,18 @@ def test_the_per_node_rate_limit_holds_over_a_sliding_hour_and_the_slowest_goes_
     assert (moved.pod, moved.decision) == (f"{NAMESPACE}/job-a-0", "evicted")
 
 
-def test_the_cluster_wide_rate_limit_holds_across_nodes() -> None:
-    world = World(migration_settings(migration_max_per_node_per_hour=10, migration_max_per_hour=1))
+def _two_slow_jobs_on_two_contended_nodes(world: World) -> list[MigrationDecision]:
+    """job-a slowing on worker-1 (loaded to 0.97), job-b flattened on the contended node (0.95): one cycle."""
     world.load["worker-1"] = 0.97
     world.run("job-a-0", "job-a", node="worker-1")
     world.run("job-b-0", "job-b")
     world.clock.advance(2 * 3600)
-    decisions = world.cycle({"job-a": slowing(world.clock.now, 2000.0), "job-b": flattened(world.clock.now)})
+    return world.cycle({"job-a": slowing(world.clock.now, 2000.0), "job-b": flattened(world.clock.now)})
+
+
+def test_the_cluster_wide_rate_limit_holds_across_nodes() -> None:
+    world = World(migration_settings(migration_max_per_node_per_hour=10, migration_max_per_hour=1))
+    decisions = _two_slow_jobs_on_two_contended_nodes(world)
     assert [(d.pod, d.decision, d.reason) for d in decisions] == [
         (f"{NAMESPACE}/job-b-0", "evicted", "memory_load"),
         (f"{NAMESPACE}/job-a-0", "skipped", "cluster_rate_limit"),
@@ -370,11 +375,7 @@ class RefusingAPI(InMemoryKubeAPI):
 
 def test_an_api_refusal_becomes_a_decision_and_the_cycle_goes_on() -> None:
     world = World(migration_settings(migration_max_per_node_per_hour=10), api_factory=RefusingAPI)
-    world.load["worker-1"] = 0.97
-    world.run("job-a-0", "job-a", node="worker-1")
-    world.run("job-b-0", "job-b")
-    world.clock.advance(2 * 3600)
-    decisions = world.cycle({"job-a": slowing(world.clock.now, 2000.0), "job-b": flattened(world.clock.now)})
+    decisions = _two_slow_jobs_on_two_contended_nodes(world)
     assert [(d.pod, d.decision, d.reason) for d in decisions] == [
         (f"{NAMESPACE}/job-b-0", "skipped", "api_error"),
         (f"{NAMESPACE}/job-a-0", "evicted", "memory_load"),
