@@ -15,6 +15,14 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --no-compile -r /tmp/requirements.txt \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+# The extender's compiled filter (guardgrid/_kernel.c): built here, where a C compiler may be, and copied
+# into the final image as one .so; without it the extender still runs, at the Python decision's speed.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY guardgrid/_kernel.c /build/guardgrid/_kernel.c
+COPY scripts/build_kernel.py /build/scripts/build_kernel.py
+RUN cd /build && /opt/venv/bin/python scripts/build_kernel.py
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
@@ -26,6 +34,7 @@ WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # Sources stay owned by root and read-only for the service user: a compromised worker cannot rewrite its code.
 COPY guardgrid/ /app/guardgrid/
+COPY --from=builder /build/guardgrid/ /app/guardgrid/
 COPY extender/ /app/extender/
 COPY webhook/ /app/webhook/
 COPY predictor/ /app/predictor/

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv tools test demo bench clean
+.PHONY: venv kernel tools test demo bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,19 +16,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# The extender's compiled filter (guardgrid/_kernel.c); rebuilt only when its source or the script changed.
+kernel: venv
+	$(PY) scripts/build_kernel.py --if-stale
+
 tools:
 	bash scripts/ensure-prometheus.sh
 
-test: venv tools
+test: venv kernel tools
 	$(PY) -m pytest -q
 
-demo: venv
+demo: venv kernel
 	$(PY) -m evaluation.demo
 
-bench: venv
+bench: venv kernel
 	$(PY) bench/extender.py
 	$(PY) bench/webhook.py
 	$(PY) bench/predictor.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache out
+	rm -rf $(VENV) .pytest_cache out guardgrid/_kernel*.so

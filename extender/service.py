@@ -10,15 +10,38 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import numpy.typing as npt
 
 from extender import metrics
-from extender.wire import (ExtenderArgs, PreemptionArgs, Victims, filter_result, node_cache_request,
-                           parse_extender_args, preemption_result, priority_list)
+from extender.wire import (
+    ExtenderArgs,
+    PreemptionArgs,
+    Victims,
+    filter_result,
+    node_cache_request,
+    parse_extender_args,
+    preemption_result,
+    priority_list,
+)
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
-from guardgrid.placement import (ForecastAligner, PodDemand, VictimSet, evaluate, explain_filter, inflight_since,
-                                 passed_mask, preemption_candidates, score_array, scores)
+from guardgrid.kernel import filter_decision
+from guardgrid.placement import (
+    Evaluation,
+    ForecastAligner,
+    PodDemand,
+    VictimSet,
+    evaluate,
+    explain_filter,
+    inflight_since,
+    passed_mask,
+    preemption_candidates,
+    score_array,
+    scores,
+)
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
@@ -33,8 +56,11 @@ class ExtenderService:
 
     def __init__(self, state: ClusterState, settings: Settings,
                  snapshot: Callable[[], Snapshot | None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, compiled: bool = True) -> None:
+        """`compiled`: filter with the compiled kernel when it is built (guardgrid.kernel); the answers are
+        the same either way, so only tests of the Python path and of FilterMemory.recall turn it off."""
         self.state = state
+        self.compiled = compiled
         self.settings = settings
         self.snapshot = snapshot
         self.clock = clock
@@ -65,9 +91,27 @@ class ExtenderService:
         if since is not None:
             self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
         generation = self.state.generation
-        evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
-        keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
-        passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
+        decided = None if args.full_mode or not self.compiled else filter_decision(self.state, snapshot, self.aligner, demand,
+                                                                args.node_names, self.settings, since)
+        evaluation: Evaluation | None = None
+        keep: npt.NDArray[np.bool_] | None = None
+        if decided is not None:  # the compiled kernel: the same answer as below, in one pass of C
+            passed, failed = decided.passed, decided.failed
+            rejections: Mapping[str, int] = {"unknown_node": decided.unknown,
+                                             "oom_risk": len(failed) - decided.unknown}
+        else:
+            evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
+            keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
+            passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
+            rejections = Counter(reasons.values())
+
+        def passed_scores() -> list[int]:
+            if decided is not None:
+                return decided.scores
+            assert evaluation is not None and keep is not None
+            # Scored over all candidates, then the passed picked out: element-wise, so the same scores as
+            # for the passed alone, without gathering every figure of the evaluation first.
+            return score_array(evaluation, self.settings)[keep].tolist()
 
         def after() -> None:
             request = answer = b""
@@ -76,13 +120,11 @@ class ExtenderService:
                 # The prioritize call that follows, answered now while the figures are still warm.
                 # kube-scheduler skips prioritize for a single feasible node: nothing to prepare then.
                 request = node_cache_request(args.pod_json, passed)
-                # Scored over all candidates, then the passed picked out: element-wise, so the same scores as
-                # for the passed alone, without gathering every figure of the evaluation first.
-                answer = priority_list(passed, score_array(evaluation, self.settings)[keep].tolist())
+                answer = priority_list(passed, passed_scores())
             self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep,
                                  passed, request, answer)
-            if reasons:
-                for reason, count in Counter(reasons.values()).items():
+            for reason, count in rejections.items():
+                if count:
                     metrics.rejected(reason).inc(count)
 
         return filter_result(args, passed, failed), after

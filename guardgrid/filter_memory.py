@@ -42,8 +42,8 @@ class _Entry:
     fresh: bool
     generation: int
     passed: list[str]
-    positions: npt.NDArray[np.int64]
-    evaluation: Evaluation
+    positions: npt.NDArray[np.int64] | None
+    evaluation: Evaluation | None  # None when the compiled kernel decided (it keeps no figures)
     prioritize_request: bytes = b""  # the prioritize body the scheduler will send next ...
     prioritize_answer: bytes = b""  # ... and the answer to it, as of this entry's inputs
 
@@ -57,14 +57,16 @@ class FilterMemory:
         self._lock = threading.Lock()
 
     def remember(self, state: ClusterState, generation: int, demand: PodDemand, snapshot: Snapshot | None,
-                 fresh: bool, evaluation: Evaluation, passed_mask: npt.NDArray[np.bool_], passed: list[str],
-                 prioritize_request: bytes = b"", prioritize_answer: bytes = b"") -> None:
-        """Keep a filter's evaluation. `generation` is the state's, read before evaluating: if a change was
+                 fresh: bool, evaluation: Evaluation | None, passed_mask: npt.NDArray[np.bool_] | None,
+                 passed: list[str], prioritize_request: bytes = b"", prioritize_answer: bytes = b"") -> None:
+        """Keep a filter's evaluation (None, with no mask, from the compiled filter: then only the prepared
+        prioritize answer can be reused). `generation` is the state's, read before evaluating: if a change was
         half applied then, or happened since, the evaluation may mix two states and is not kept."""
         if not self.keeps(state, generation, demand):
             return
-        entry = _Entry(demand, snapshot, fresh, generation, passed, passed_mask.nonzero()[0], evaluation,
-                       prioritize_request, prioritize_answer)
+        positions = passed_mask.nonzero()[0] if passed_mask is not None else None
+        entry = _Entry(demand, snapshot, fresh, generation, passed, positions, evaluation, prioritize_request,
+                       prioritize_answer)
         with self._lock:
             self._entries[demand.uid] = entry
             self._entries.move_to_end(demand.uid)
@@ -111,6 +113,6 @@ class FilterMemory:
             entry = self._entries.pop(demand.uid, None)  # one prioritize per filter
         if entry is None or entry.demand != demand or not self._unchanged(entry, state, snapshot, settings, now):
             return None
-        if list(names) != entry.passed:
+        if entry.evaluation is None or entry.positions is None or list(names) != entry.passed:
             return None
         return entry.evaluation.take(entry.positions, names)

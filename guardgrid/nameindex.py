@@ -62,6 +62,24 @@ class NameIndex:
         self._flat_hashes = self._hashes.reshape(-1)
         self._flat_rows = rows.reshape(-1)
 
+    @property
+    def exact(self) -> bool:
+        """Whether lookups go through the exact dict (two known names share a hash): no hash table then."""
+        return self._exact is not None
+
+    # The hash table itself, for the compiled filter (guardgrid/_kernel.c probes it as `rows` does).
+    @property
+    def bucket_hashes(self) -> IntArray:
+        return self._hashes
+
+    @property
+    def slot_rows(self) -> IntArray:
+        return self._flat_rows
+
+    @property
+    def mask(self) -> int:
+        return self._mask
+
     def rows(self, names: Sequence[str]) -> IntArray:
         """Row of each name, -1 where the name is not in the table. Names must be str (hash() is str's)."""
         count = len(names)

@@ -37,7 +37,7 @@ from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeT
 
 __all__ = ["PodDemand", "Evaluation", "ForecastAligner", "COVERED", "MEAN", "SPREAD", "FAULT_RATE", "evaluate",
            "filter_decisions", "passed_mask", "explain_filter", "scores", "score_array", "inflight_since",
-           "preemption_candidates", "MAX_SCORE", "VictimSet"]
+           "preemption_candidates", "MAX_SCORE", "VictimSet", "UNKNOWN_NODE_MESSAGE"]
 
 FloatArray = npt.NDArray[np.float64]
 MAX_SCORE = 10
@@ -242,7 +242,7 @@ def evaluate(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAl
                       pod.peak, risk)
 
 
-_UNKNOWN_NODE = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"
+UNKNOWN_NODE_MESSAGE = "GuardGrid: node not in GuardGrid's node cache yet; retry shortly"
 
 
 def passed_mask(evaluation: Evaluation, threshold: float, keep_least_risky: bool = False) -> npt.NDArray[np.bool_]:
@@ -290,15 +290,17 @@ def explain_filter(evaluation: Evaluation, passed: npt.NDArray[np.bool_], thresh
     # this is its per-node cost. The figures' text is cached by value: allocatable sizes repeat across a
     # fleet, and a node's memory in use stays the same number from request to request until its forecast or
     # its pods change.
+    rejected_names = [names[p] for p in positions.tolist()]
     rejected_known = known[positions].tolist()
     failed = {name: f"{head}{risk:.2f}{over}{sources[on_forecast]}{_size_text(used)}{pod_part}{_size_text(size)})"
-              if is_known else _UNKNOWN_NODE
+              if is_known else UNKNOWN_NODE_MESSAGE
               for name, is_known, risk, on_forecast, used, size in zip(
-                  [names[p] for p in positions.tolist()], rejected_known,
+                  rejected_names, rejected_known,
                   evaluation.risk[positions].tolist(), evaluation.forecast[positions].tolist(),
                   (evaluation.base + evaluation.inflight)[positions].tolist(),
                   evaluation.allocatable[positions].tolist())}
-    reasons = dict(zip(failed, map(_REASONS.__getitem__, rejected_known)))
+    # By name, as `failed` is (a name sent twice is one rejection; both copies share their known flag).
+    reasons = dict(zip(rejected_names, map(_REASONS.__getitem__, rejected_known)))
     return list(compress(names, passed.tolist())), failed, reasons
 
 

@@ -39,8 +39,9 @@ class Clock:
         return self.now
 
 
-def _service(state: ClusterState, snapshot: Snapshot, clock: Clock) -> ExtenderService:
-    return ExtenderService(state, SETTINGS, lambda: snapshot, clock=clock)
+def _service(state: ClusterState, snapshot: Snapshot, clock: Clock, compiled: bool = False) -> ExtenderService:
+    """By default the Python filter, whose figures `recall` reuses; the compiled kernel keeps none."""
+    return ExtenderService(state, SETTINGS, lambda: snapshot, clock=clock, compiled=compiled)
 
 
 def _recording(service: ExtenderService, method: str = "recall") -> list:
@@ -87,7 +88,7 @@ def _bind(state: ClusterState, node: str, at: float) -> None:
 def test_any_change_between_the_calls_makes_prioritize_evaluate_afresh(change):
     state, clock = _state(), Clock()
     snapshots = [_snapshot()]
-    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock)
+    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock, compiled=False)
     recalled = _recording(service)
     _bind(state, "worker-3", NOW - 30)  # in flight now (the window is a minute), no longer 40 s later
     names = _filter(service)
@@ -131,9 +132,13 @@ def _filter_body(service: ExtenderService) -> tuple[list[str], bytes]:
     return passed, node_cache_request(args.pod_json, passed)
 
 
-def test_a_predicted_prioritize_body_is_answered_from_the_filter_without_parsing(monkeypatch):
+BOTH_FILTERS = pytest.mark.parametrize("compiled", [False, True], ids=["python-filter", "compiled-filter"])
+
+
+@BOTH_FILTERS
+def test_a_predicted_prioritize_body_is_answered_from_the_filter_without_parsing(monkeypatch, compiled):
     state, snapshot, clock = _state(), _snapshot(), Clock()
-    service = _service(state, snapshot, clock)
+    service = _service(state, snapshot, clock, compiled)
     answers = _recording(service, "answer")
     passed, body = _filter_body(service)
     assert 2 <= len(passed) < len(NODES)
@@ -145,10 +150,11 @@ def test_a_predicted_prioritize_body_is_answered_from_the_filter_without_parsing
 
 @pytest.mark.parametrize("change", ["a pod was bound", "a new snapshot", "a bind left its window",
                                     "the snapshot went stale", "one byte differs"])
-def test_after_any_change_a_predicted_body_is_parsed_and_scored_afresh(change):
+@BOTH_FILTERS
+def test_after_any_change_a_predicted_body_is_parsed_and_scored_afresh(change, compiled):
     state, clock = _state(), Clock()
     snapshots = [_snapshot()]
-    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock)
+    service = ExtenderService(state, SETTINGS, lambda: snapshots[-1], clock=clock, compiled=compiled)
     answers = _recording(service, "answer")
     _bind(state, "worker-3", NOW - 30)  # in flight now (the window is a minute), no longer 40 s later
     passed, body = _filter_body(service)
@@ -167,9 +173,10 @@ def test_after_any_change_a_predicted_body_is_parsed_and_scored_afresh(change):
     assert answer == _fresh_prioritize(state, snapshots[-1], clock, passed)
 
 
-def test_each_prepared_answer_serves_one_prioritize_call():
+@BOTH_FILTERS
+def test_each_prepared_answer_serves_one_prioritize_call(compiled):
     state, snapshot, clock = _state(), _snapshot(), Clock()
-    service = _service(state, snapshot, clock)
+    service = _service(state, snapshot, clock, compiled)
     answers = _recording(service, "answer")
     passed, body = _filter_body(service)
     first, second = service.prioritize_body(body), service.prioritize_body(body)

@@ -1,0 +1,76 @@
+"""The node-cache filter through the compiled kernel (guardgrid/_kernel.c), when it is built.
+
+Why: the same decision as `evaluate` + `passed_mask` + `explain_filter` + `score_array` (guardgrid.placement),
+in one pass of C instead of ~40 numpy calls and ~150 distinct lines of Python, which cost 0.65-0.9 ms per
+filter in a gunicorn worker whose caches go cold between requests (docs/bench-extender.md).
+
+The Python decision stays the reference and the fallback: `filter_decision` returns None when the module is
+not built (`make` builds it; see scripts/build_kernel.py), when the name table needs exact lookups, or when
+the kernel meets anything it does not reproduce bit for bit (a NaN figure, say). tests/test_kernel.py
+compares the two on random clusters, answer by answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from guardgrid.config import Settings
+from guardgrid.placement import UNKNOWN_NODE_MESSAGE, ForecastAligner, PodDemand
+from guardgrid.snapshot import Snapshot
+from guardgrid.state import ClusterState
+
+try:
+    from guardgrid import _kernel
+except ImportError:  # not built: every decision is the Python one
+    _kernel = None  # type: ignore[assignment]
+
+__all__ = ["KernelFilter", "available", "filter_decision"]
+
+log = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    return _kernel is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelFilter:
+    """A filter's outcome: what explain_filter returns, and the passed nodes' scores (score_array)."""
+
+    passed: list[str]
+    failed: dict[str, str]  # name -> message, as explain_filter words it
+    unknown: int  # rejections of nodes not in the cache; the rest of `failed` are OOM-risk rejections
+    scores: list[int]  # for `passed`, in its order
+
+
+def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
+                    candidates: Sequence[str], settings: Settings, since: float | None) -> KernelFilter | None:
+    """The filter for `pod` over `candidates`, or None: then decide with guardgrid.placement.
+
+    `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
+    dropped), exactly as `evaluate` would compute it.
+    """
+    table = state.table
+    index = table.name_index
+    if _kernel is None or index.exact or len(table) == 0 or not isinstance(candidates, list):
+        return None
+    existing = state.pods.get(pod.uid)
+    existing_row = -1
+    if existing is not None and existing.holds_memory:
+        existing_row = table.index.get(existing.node_name, -1)
+    if since is not None:
+        assert snapshot is not None
+        forecast = aligner.align(snapshot, table).columns
+        recent = state.inflight_by_node(since)
+    else:
+        forecast, recent = None, {}
+    outcome = _kernel.filter(
+        candidates, index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
+        dict(state.own_standby(pod.job)), recent, existing_row,
+        float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
+        settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
+        settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
+        settings.weight_fault, UNKNOWN_NODE_MESSAGE)
+    return KernelFilter(*outcome) if outcome is not None else None
