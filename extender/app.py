@@ -2,7 +2,9 @@
 
 Thin on purpose: parse (extender.wire), decide (extender.service over guardgrid.placement), answer. Nothing
 here calls the API server or Prometheus; the node/pod cache and the predictor snapshot are refreshed by
-background threads started here, one set per gunicorn worker.
+background threads started here, one set per gunicorn worker. POST /filter, /prioritize and /preempt are
+answered by extender.hot_path's WSGI middleware ahead of Flask (Flask's per-request machinery cost ~0.14 ms
+a request); Flask answers the rest, and the same verbs when the middleware passes them on.
 
 Answers: 200 with the result; 400 for a body we cannot read (with the reason); 404 for an unknown path;
 405 for a wrong method; 413 above GUARDGRID_MAX_BODY_BYTES; 503 while the cache has not synced (with
@@ -13,15 +15,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 from collections.abc import Callable
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from extender import metrics
+from extender.hot_path import serve_hot_verbs
 from extender.service import ExtenderService
-from extender.wire import WireError, error_body, parse_extender_args, parse_preemption_args
+from extender.wire import error_body, parse_extender_args, parse_preemption_args
 from guardgrid.config import Settings, load_settings
 from guardgrid.informer import ClusterCache
 from guardgrid.kubeapi import KubeAPI, make_kube_api
@@ -45,15 +47,10 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
-def _logged(work: Callable[[], None]) -> Callable[[], None]:
-    """Work run after a response is sent: an error there is a bug to log, never a reason to drop the
-    connection (gunicorn would, on an exception from closing the response)."""
-    def run() -> None:
-        try:
-            work()
-        except Exception:  # noqa: BLE001 - logged with its traceback; the answer already went out
-            log.exception("work after the response failed")
-    return run
+def _observe(verb: str, status: int, seconds: float) -> None:
+    """Every answered filter/prioritize/preempt request, once, with its status (hot_path.HotVerbs.answer)."""
+    metrics.requests(verb, str(status)).inc()
+    metrics.latency(verb).observe(seconds)
 
 
 def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
@@ -81,44 +78,13 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["guardgrid"] = {"cache": cache, "service": service, "refresher": refresher}
 
-    def handle(verb: str, decide: Callable[[bytes], bytes]) -> Response:
-        started = time.perf_counter()
-        status = 200
-        try:
-            if not cache.synced:
-                status = 503
-                return _json(error_body("GuardGrid node cache not synced yet; skip this extender"), status)
-            try:
-                body = decide(request.get_data(cache=False))
-            except WireError as exc:
-                status = exc.status
-                return _json(error_body(f"{verb}: {exc}"), status)
-            return _json(body)
-        finally:
-            metrics.requests(verb, str(status)).inc()
-            metrics.latency(verb).observe(time.perf_counter() - started)
-
-    @app.post("/filter")
-    def filter_() -> Response:
-        afterwards: list[Callable[[], None]] = []
-
-        def decide(body: bytes) -> bytes:
-            answer, after = service.filter_then(parse_extender_args(body))
-            afterwards.append(after)
-            return answer
-
-        response = handle("filter", decide)
-        for after in afterwards:  # once the answer is sent: see ExtenderService.filter_then
-            response.call_on_close(_logged(after))
-        return response
-
-    @app.post("/prioritize")
-    def prioritize() -> Response:
-        return handle("prioritize", service.prioritize_body)
-
-    @app.post("/preempt")
-    def preempt() -> Response:
-        return handle("preempt", lambda body: service.preempt(parse_preemption_args(body)))
+    # The hot verbs are answered by extender.hot_path ahead of Flask (~0.14 ms per request less); Flask
+    # serves what it passes on (chunked bodies) through the same decisions, and its 404/405/413 answers.
+    serve_hot_verbs(app, {
+        "filter": lambda body: service.filter_then(parse_extender_args(body)),  # after-work: once sent
+        "prioritize": lambda body: (service.prioritize_body(body), None),
+        "preempt": lambda body: (service.preempt(parse_preemption_args(body)), None),
+    }, settings.max_body_bytes, ready=lambda: cache.synced, observe=_observe)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -147,8 +113,8 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
         else:
             message = exc.description or exc.name
         verb = request.path.strip("/") or "unknown"
-        if verb in ("filter", "prioritize", "preempt"):
-            metrics.requests(verb, str(code)).inc()
+        if request.url_rule is None and verb in ("filter", "prioritize", "preempt"):  # routing failed (405):
+            metrics.requests(verb, str(code)).inc()  # the view, which counts the rest (413, 400), never ran
         return _json(error_body(message), code)
 
     @app.errorhandler(Exception)

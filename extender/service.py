@@ -80,9 +80,9 @@ class ExtenderService:
         """The filter's answer, and the work that may wait until the answer is on the wire: preparing the
         prioritize answer (FilterMemory), remembering the figures, counting rejections.
 
-        Why split: the HTTP app runs the second part after the response is sent (Werkzeug's call_on_close),
-        while kube-scheduler reads the answer and builds its prioritize request, so the filter's latency no
-        longer includes it. gunicorn reads the connection's next request only after that, so the prioritize
+        Why split: the HTTP app runs the second part after the response is sent (the WSGI response's close(),
+        extender.hot_path), while kube-scheduler reads the answer and builds its prioritize request, so the
+        filter's latency no longer includes it. gunicorn reads the connection's next request only after that, so the prioritize
         that follows always finds it done.
         """
         snapshot, now = self.snapshot(), self.clock()

@@ -85,7 +85,9 @@ class FilterMemory:
         with self._lock:
             for uid in reversed(self._entries):  # newest first: the filter just before, as a rule
                 candidate = self._entries[uid]
-                if len(candidate.prioritize_request) == len(body) and candidate.prioritize_request == body:
+                # An entry that prepared nothing has an empty request: an empty body must not match it.
+                if (len(candidate.prioritize_request) == len(body) and body
+                        and candidate.prioritize_request == body):
                     entry = self._entries.pop(uid)  # one prioritize per filter
                     break
             else:

@@ -24,7 +24,7 @@ pytest_plugins = ["apiserver_stub"]
 class ServerLikeClient(FlaskClient):
     """A Flask test client that reads every answer whole and closes it, as gunicorn does.
 
-    Why: the extender runs some work after its answer is sent (Werkzeug's call_on_close, see
+    Why: the extender runs some work after its answer is sent (when the server closes the response, see
     ExtenderService.filter_then); a server closes every response before it reads the connection's next
     request, but Flask's client leaves an unread response open, and that work would never run.
     """

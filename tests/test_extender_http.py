@@ -108,3 +108,14 @@ def test_a_failure_after_the_answer_is_sent_is_logged_and_the_worker_keeps_servi
     assert response.status_code == 200 and orjson.loads(response.data)["NodeNames"]
     assert "work after the response failed" in caplog.text and "ZeroDivisionError" in caplog.text
     assert client.post("/filter", data=GOOD).status_code == 200
+
+
+def test_an_empty_prioritize_body_is_a_400_even_after_a_filter_that_prepared_nothing(client):
+    """A filter that passes one node prepares no prioritize answer (the scheduler skips prioritize then); its
+    empty stored request must not be taken for an empty body's answer."""
+    one_node = orjson.loads(GOOD)
+    one_node["NodeNames"] = one_node["NodeNames"][:1]
+    assert len(orjson.loads(client.post("/filter", data=orjson.dumps(one_node)).data)["NodeNames"]) == 1
+    response = client.post("/prioritize", data=b"")
+    assert response.status_code == 400
+    assert "empty request body" in response.get_json()["Error"]
