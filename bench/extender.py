@@ -269,6 +269,9 @@ def run_pairs(client: Client, name: str, pairs: Sequence[Pair], node_names: Sequ
     """
     result = PhaseResult(name)
     filter_bodies = [pair.names_body([node_names[i] for i in pair.node_indexes]) for pair in pairs]
+    # The bench's own checks of the answers run after the clock stops: the scheduler does not do them.
+    rejections: list[dict[str, str]] = []
+    own_slot_answers: list[bool] = []  # a cheap bytes search; kept in the loop
     opened = client.connections
     started = time.perf_counter()
     for k, pair in enumerate(pairs):
@@ -288,9 +291,7 @@ def run_pairs(client: Client, name: str, pairs: Sequence[Pair], node_names: Sequ
                 survivors = answer.get("NodeNames") or []
                 result.survivors.append(len(survivors))
                 if check:
-                    forecast, requested = _count_sources(answer.get("FailedNodes") or {})
-                    result.forecast_messages += forecast
-                    result.requested_messages += requested
+                    rejections.append(answer.get("FailedNodes") or {})
                 body = pair.names_body(survivors) if len(survivors) >= 2 else None
             prioritize_s = 0.0
             if body is not None:
@@ -300,9 +301,7 @@ def run_pairs(client: Client, name: str, pairs: Sequence[Pair], node_names: Sequ
                     continue
                 result.prioritize_seconds.append(prioritize_s)
                 if check and replay is None and pair.own_node and f'"{pair.own_node}"'.encode() in body:
-                    # The pod's own standby slot is on a surviving node: GuardGrid must score it highest.
-                    result.own_slot_checked += 1
-                    result.own_slot_top += f'{{"Host":"{pair.own_node}","Score":10}}'.encode() in data
+                    own_slot_answers.append(f'{{"Host":"{pair.own_node}","Score":10}}'.encode() in data)
             result.filter_seconds.append(filter_s)
             result.pair_seconds.append(filter_s + prioritize_s)
             result.pairs += 1
@@ -311,6 +310,13 @@ def run_pairs(client: Client, name: str, pairs: Sequence[Pair], node_names: Sequ
                 result.prioritize_bodies.append(body)
     result.wall_seconds = time.perf_counter() - started
     result.connections = client.connections - opened
+    for failed in rejections:
+        forecast, requested = _count_sources(failed)
+        result.forecast_messages += forecast
+        result.requested_messages += requested
+    # Where the pod's own standby slot survived the filter, GuardGrid must score it highest.
+    result.own_slot_checked += len(own_slot_answers)
+    result.own_slot_top += sum(own_slot_answers)
     return result
 
 

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from extender import metrics
 from extender.hot_path import serve_hot_verbs
 from extender.service import ExtenderService
-from extender.wire import error_body, parse_extender_args, parse_preemption_args
+from extender.wire import error_body, parse_preemption_args
 from guardgrid.config import Settings, load_settings
 from guardgrid.informer import ClusterCache
 from guardgrid.kubeapi import KubeAPI, make_kube_api
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
     # The hot verbs are answered by extender.hot_path ahead of Flask (~0.14 ms per request less); Flask
     # serves what it passes on (chunked bodies) through the same decisions, and its 404/405/413 answers.
     serve_hot_verbs(app, {
-        "filter": lambda body: service.filter_then(parse_extender_args(body)),  # after-work: once sent
+        "filter": service.filter_body_then,  # (answer, after-work to run once the answer is sent)
         "prioritize": lambda body: (service.prioritize_body(body), None),
         "preempt": lambda body: (service.preempt(parse_preemption_args(body)), None),
     }, settings.max_body_bytes, ready=lambda: cache.synced, observe=_observe)

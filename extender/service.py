@@ -11,6 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,7 @@ from extender.wire import (
     PreemptionArgs,
     Victims,
     filter_result,
+    node_cache_layout,
     node_cache_request,
     parse_extender_args,
     preemption_result,
@@ -28,7 +30,7 @@ from extender.wire import (
 )
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
-from guardgrid.kernel import filter_decision
+from guardgrid.kernel import filter_body_decision, filter_decision
 from guardgrid.placement import (
     Evaluation,
     ForecastAligner,
@@ -47,6 +49,18 @@ from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
 
 __all__ = ["ExtenderService"]
+
+
+@dataclass(frozen=True, slots=True)
+class _FilterContext:
+    """What one filter decides against, read once: the snapshot, the clock, the pod's demand, the in-flight
+    cut-off (already applied to the state) and the state generation they were read at."""
+
+    snapshot: Snapshot | None
+    now: float
+    demand: PodDemand
+    since: float | None
+    generation: int
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +90,36 @@ class ExtenderService:
         after()
         return answer
 
+    def filter_body_then(self, body: bytes) -> tuple[bytes, Callable[[], None]]:
+        """`filter_then` for a raw request body: from bytes to bytes when the body is in kube-scheduler's own
+        node-cache layout and the compiled kernel is built (guardgrid.kernel.filter_body_decision); otherwise
+        parsed, then decided as `filter_then` decides. The answers are the same either way."""
+        layout = node_cache_layout(body) if self.compiled else None
+        if layout is not None:
+            context = self._context(layout.pod)
+            decided = filter_body_decision(self.state, context.snapshot, self.aligner, context.demand, body,
+                                           layout.names_start, layout.names_end, self.settings, context.since)
+            if decided is not None:
+                def prepare() -> tuple[bytes, bytes]:
+                    return node_cache_request(layout.pod_json, [], decided.names_json), decided.priority_list
+
+                rejections = {"unknown_node": decided.unknown, "oom_risk": decided.oom_risk}
+                return decided.answer, self._afterwards(context, decided.passed, rejections, prepare)
+        return self.filter_then(parse_extender_args(body))
+
     def filter_then(self, args: ExtenderArgs) -> tuple[bytes, Callable[[], None]]:
         """The filter's answer, and the work that may wait until the answer is on the wire: preparing the
         prioritize answer (FilterMemory), remembering the figures, counting rejections.
 
         Why split: the HTTP app runs the second part after the response is sent (the WSGI response's close(),
         extender.hot_path), while kube-scheduler reads the answer and builds its prioritize request, so the
-        filter's latency no longer includes it. gunicorn reads the connection's next request only after that, so the prioritize
-        that follows always finds it done.
+        filter's latency no longer includes it. gunicorn reads the connection's next request only after that,
+        so the prioritize that follows always finds it done.
         """
-        snapshot, now = self.snapshot(), self.clock()
-        demand = PodDemand.of(args.pod, snapshot)
-        since = inflight_since(snapshot, now, self.settings)
-        if since is not None:
-            self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
-        generation = self.state.generation
-        decided = None if args.full_mode or not self.compiled else filter_decision(self.state, snapshot, self.aligner, demand,
-                                                                args.node_names, self.settings, since)
+        context = self._context(args.pod)
+        decided = None if args.full_mode or not self.compiled else filter_decision(
+            self.state, context.snapshot, self.aligner, context.demand, args.node_names, self.settings,
+            context.since)
         evaluation: Evaluation | None = None
         keep: npt.NDArray[np.bool_] | None = None
         if decided is not None:  # the compiled kernel: the same answer as below, in one pass of C
@@ -100,34 +127,54 @@ class ExtenderService:
             rejections: Mapping[str, int] = {"unknown_node": decided.unknown,
                                              "oom_risk": len(failed) - decided.unknown}
         else:
-            evaluation = evaluate(self.state, snapshot, self.aligner, demand, args.node_names, self.settings, now)
+            evaluation = evaluate(self.state, context.snapshot, self.aligner, context.demand, args.node_names,
+                                  self.settings, context.now)
             keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
             passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
             rejections = Counter(reasons.values())
 
-        def passed_scores() -> list[int]:
+        def prepare() -> tuple[bytes, bytes]:
             if decided is not None:
-                return decided.scores
+                if decided.names_json is not None and decided.priority_list is not None:
+                    return node_cache_request(args.pod_json, passed, decided.names_json), decided.priority_list
+                return node_cache_request(args.pod_json, passed), priority_list(passed, decided.scores)
             assert evaluation is not None and keep is not None
             # Scored over all candidates, then the passed picked out: element-wise, so the same scores as
             # for the passed alone, without gathering every figure of the evaluation first.
-            return score_array(evaluation, self.settings)[keep].tolist()
+            scored = score_array(evaluation, self.settings)[keep].tolist()
+            return node_cache_request(args.pod_json, passed), priority_list(passed, scored)
 
+        preparable = bool(args.pod_json) and not args.full_mode
+        after = self._afterwards(context, len(passed), rejections, prepare if preparable else None, evaluation,
+                                 keep, passed)
+        return filter_result(args, passed, failed), after
+
+    def _context(self, pod: PodRecord) -> _FilterContext:
+        snapshot, now = self.snapshot(), self.clock()
+        demand = PodDemand.of(pod, snapshot)
+        since = inflight_since(snapshot, now, self.settings)
+        if since is not None:
+            self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
+        return _FilterContext(snapshot, now, demand, since, self.state.generation)
+
+    def _afterwards(self, context: _FilterContext, passed_count: int, rejections: Mapping[str, int],
+                    prepare: Callable[[], tuple[bytes, bytes]] | None, evaluation: Evaluation | None = None,
+                    keep: npt.NDArray[np.bool_] | None = None, passed: list[str] | None = None,
+                    ) -> Callable[[], None]:
+        """The filter's work once its answer is sent: `prepare` (the prioritize request kube-scheduler will
+        send next, and its answer) into FilterMemory, with the figures `recall` may reuse; rejection counts."""
         def after() -> None:
             request = answer = b""
-            if args.pod_json and not args.full_mode and len(passed) >= 2 and self.recent.keeps(
-                    self.state, generation, demand):
-                # The prioritize call that follows, answered now while the figures are still warm.
-                # kube-scheduler skips prioritize for a single feasible node: nothing to prepare then.
-                request = node_cache_request(args.pod_json, passed)
-                answer = priority_list(passed, passed_scores())
-            self.recent.remember(self.state, generation, demand, snapshot, since is not None, evaluation, keep,
-                                 passed, request, answer)
+            # kube-scheduler skips prioritize for a single feasible node: nothing to prepare then.
+            if prepare is not None and passed_count >= 2 and self.recent.keeps(self.state, context.generation,
+                                                                               context.demand):
+                request, answer = prepare()
+            self.recent.remember(self.state, context.generation, context.demand, context.snapshot,
+                                 context.since is not None, evaluation, keep, passed or [], request, answer)
             for reason, count in rejections.items():
                 if count:
                     metrics.rejected(reason).inc(count)
-
-        return filter_result(args, passed, failed), after
+        return after
 
     def prioritize_body(self, body: bytes) -> bytes:
         """Prioritize from the raw request: the answer the filter before it prepared, when this is byte for

@@ -23,8 +23,21 @@ from extender.node_list import NodeItemNames, split_node_list
 from guardgrid.placement import MAX_SCORE
 from guardgrid.records import PodRecord, RecordError, pod_from_dict
 
-__all__ = ["WireError", "ExtenderArgs", "PreemptionArgs", "Victims", "parse_extender_args", "parse_preemption_args",
-           "node_cache_request", "filter_result", "priority_list", "preemption_result", "error_body"]
+__all__ = [
+    "ExtenderArgs",
+    "NodeCacheLayout",
+    "PreemptionArgs",
+    "Victims",
+    "WireError",
+    "error_body",
+    "filter_result",
+    "node_cache_layout",
+    "node_cache_request",
+    "parse_extender_args",
+    "parse_preemption_args",
+    "preemption_result",
+    "priority_list",
+]
 
 
 class WireError(ValueError):
@@ -97,7 +110,55 @@ class _RecentPod:
         return record, key
 
 
+    def record_of_json(self, pod_json: bytes) -> PodRecord | None:
+        """The record of a pod given as its JSON bytes (the same bytes as last time: the same record), or None
+        when they are not a readable Pod (a caller then parses the whole body, which words the error)."""
+        entry = self.entry
+        if entry is not None and entry[0] == pod_json:
+            return entry[1]
+        try:
+            pod = orjson.loads(pod_json)
+            record = pod_from_dict(pod) if isinstance(pod, dict) else None
+        except (orjson.JSONDecodeError, RecordError):
+            return None
+        if record is not None:
+            self.entry = (pod_json, record)
+        return record
+
+
 _RECENT_POD = _RecentPod()
+_NODE_CACHE_HEAD, _NODE_CACHE_NAMES, _NODE_CACHE_TAIL = b'{"Pod":', b',"Nodes":null,"NodeNames":[', b"]}"
+
+
+@dataclass(frozen=True)
+class NodeCacheLayout:
+    """A node-cache request in kube-scheduler's own layout, `{"Pod":P,"Nodes":null,"NodeNames":[...]}`, cut
+    into its parts without decoding the names (the compiled filter reads them from the bytes)."""
+
+    pod: PodRecord
+    pod_json: bytes  # P, exactly as sent
+    names_start: int  # body[names_start:names_end] is the NodeNames array, brackets included
+    names_end: int
+
+
+def node_cache_layout(body: bytes) -> NodeCacheLayout | None:
+    """The body's parts, or None when it is laid out otherwise or its pod cannot be read (parse it whole).
+
+    Exact: P must decode as one JSON value (orjson says so, or it is the very bytes of a pod decoded before),
+    and the compiled filter accepts the names part only as a plain JSON array of strings; then the body is
+    that object and nothing else. The last separator is the real one: a names array of plain strings cannot
+    contain it.
+    """
+    if not (body.startswith(_NODE_CACHE_HEAD) and body.endswith(_NODE_CACHE_TAIL)):
+        return None
+    split = body.rfind(_NODE_CACHE_NAMES)
+    if split < 0:
+        return None
+    pod_json = body[len(_NODE_CACHE_HEAD):split]
+    pod = _RECENT_POD.record_of_json(pod_json)
+    if pod is None:
+        return None
+    return NodeCacheLayout(pod, pod_json, split + len(_NODE_CACHE_NAMES) - 1, len(body) - 1)
 
 
 def _pod(data: Mapping[str, Any]) -> tuple[PodRecord, bytes]:
@@ -175,10 +236,12 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
     return PreemptionArgs(pod, candidates)
 
 
-def node_cache_request(pod_json: bytes, names: list[str]) -> bytes:
+def node_cache_request(pod_json: bytes, names: list[str], names_json: bytes | None = None) -> bytes:
     """The ExtenderArgs body kube-scheduler sends with nodeCacheCapable, as it encodes it: Go's field order,
-    the unused `Nodes` null, no spaces (the captured bodies re-encode to themselves with orjson)."""
-    return b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":' + orjson.dumps(names) + b"}"
+    the unused `Nodes` null, no spaces (the captured bodies re-encode to themselves with orjson).
+    `names_json`, when given, is `names` already encoded so (the compiled filter writes it)."""
+    return (b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":'
+            + (orjson.dumps(names) if names_json is None else names_json) + b"}")
 
 
 def filter_result(args: ExtenderArgs, passed: list[str], failed: Mapping[str, str],

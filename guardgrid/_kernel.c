@@ -73,20 +73,6 @@ static inline Py_ssize_t row_of(const NameTable *table, Py_hash_t hash) {
     return -1;
 }
 
-/* amounts[name] as a double, 0.0 when absent; -1 on an error (set). Only for a non-empty dict. */
-static int amount_of(PyObject *amounts, PyObject *name, double *out) {
-    PyObject *value = PyDict_GetItemWithError(amounts, name);
-    if (value == NULL) {
-        if (PyErr_Occurred()) return -1;
-        *out = 0.0;
-        return 0;
-    }
-    double amount = PyFloat_AsDouble(value);
-    if (amount == -1.0 && PyErr_Occurred()) return -1;
-    *out = amount;
-    return 0;
-}
-
 /* ---- text ---------------------------------------------------------------------------------------- */
 
 /* A finite, non-negative number with `decimals` (0-2) digits after the point, exactly as "%.*f" writes
@@ -153,6 +139,77 @@ static inline char *append(char *at, const char *text, size_t length) {
     return at + length;
 }
 
+/* ---- answers written as bytes -------------------------------------------------------------------- */
+
+/* A name JSON writes verbatim (ASCII, no quote, backslash or control character): its bytes, else NULL. */
+static const char *plain_name(PyObject *name, Py_ssize_t *size) {
+    if (!PyUnicode_IS_COMPACT_ASCII(name)) return NULL;
+    const unsigned char *bytes = (const unsigned char *)PyUnicode_DATA(name);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(name);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        if (bytes[i] < 0x20 || bytes[i] == '"' || bytes[i] == '\\') return NULL;
+    }
+    *size = length;
+    return (const char *)bytes;
+}
+
+/* The passed names as orjson.dumps writes a list of them, and their HostPriorityList byte for byte as
+ * extender.wire.priority_list writes it; (None, None) when a name would need escaping (Python writes them
+ * then). Why here: the filter prepares both for the prioritize call that follows (FilterMemory), and in
+ * Python that was ~45 us of the ~65 us it does after each filter answer. */
+static PyObject *passed_as_json(PyObject *passed, const long *scores) {
+    Py_ssize_t count = PyList_GET_SIZE(passed), names_size = 2, list_size = 2, size;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (plain_name(PyList_GET_ITEM(passed, i), &size) == NULL) return Py_BuildValue("(OO)", Py_None, Py_None);
+        names_size += size + 3;                                      /* "name", */
+        list_size += size + (Py_ssize_t)sizeof "{\"Host\":\"\",\"Score\":10}," - 1;
+    }
+    PyObject *names = PyBytes_FromStringAndSize(NULL, names_size);
+    PyObject *list = PyBytes_FromStringAndSize(NULL, list_size);
+    if (names == NULL || list == NULL) {
+        Py_XDECREF(names);
+        Py_XDECREF(list);
+        return NULL;
+    }
+    char *n = PyBytes_AS_STRING(names), *l = PyBytes_AS_STRING(list);
+    *n++ = '[';
+    *l++ = '[';
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const char *text = plain_name(PyList_GET_ITEM(passed, i), &size);
+        if (i) {
+            *n++ = ',';
+            *l++ = ',';
+        }
+        *n++ = '"';
+        n = append(n, text, (size_t)size);
+        *n++ = '"';
+        l = append(l, "{\"Host\":\"", 9);
+        l = append(l, text, (size_t)size);
+        l = append(l, "\",\"Score\":", 10);
+        if (scores[i] == MAX_SCORE) {
+            l = append(l, "10", 2);
+        } else {
+            *l++ = (char)('0' + scores[i]);
+        }
+        *l++ = '}';
+    }
+    *n++ = ']';
+    *l++ = ']';
+    /* Shrink to what was written: the sizes above reserved two score digits and a comma per entry. */
+    if (_PyBytes_Resize(&names, n - PyBytes_AS_STRING(names)) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&list, l - PyBytes_AS_STRING(list)) < 0) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, names, list);
+    Py_DECREF(names);
+    Py_DECREF(list);
+    return pair;
+}
+
 /* ---- the decision -------------------------------------------------------------------------------- */
 
 static int check_table(PyObject *array, int columns, const char *what) {
@@ -174,129 +231,165 @@ static int check_int64(PyObject *array, const char *what) {
     return 0;
 }
 
-PyDoc_STRVAR(filter_doc,
-"filter(names, bucket_hashes, slot_rows, mask, memory, forecast, own_slot, inflight, existing_row,\n"
-"       existing_request, peak, threshold, keep_least_risky, fallback_spread, fault_prior,\n"
-"       fault_reference, weight_risk, weight_balance, weight_fault, unknown_message)\n"
-"--\n\n"
-"(passed names, failed name -> message, unknown rejections, passed nodes' scores), or None when the\n"
-"Python decision must answer instead. See guardgrid/kernel.py for the arguments.");
-
-static PyObject *kernel_filter(PyObject *self, PyObject *args) {
-    PyObject *names, *bucket_hashes, *slot_rows, *memory_obj, *forecast_obj, *own_slots, *recent;
-    PyObject *unknown_message;
-    Py_ssize_t mask, existing_row;
+/* Everything a decision reads besides the candidates: the arguments both entry points share. */
+typedef struct {
+    NameTable table;
+    const double *memory, *forecast; /* forecast NULL: no fresh snapshot, every node on requests */
+    Py_ssize_t nodes;
+    double *own_slot, *inflight;     /* per row, or NULL when the pod has none / nothing is in flight */
+    Py_ssize_t existing_row;
     double existing_request, peak, threshold, fallback_spread, fault_prior, fault_reference;
     double weight_risk, weight_balance, weight_fault;
     int keep_least_risky;
-    if (!PyArg_ParseTuple(args, "O!OOnOOO!O!ndddpddddddU:filter", &PyList_Type, &names, &bucket_hashes,
-                          &slot_rows, &mask, &memory_obj, &forecast_obj, &PyDict_Type, &own_slots,
-                          &PyDict_Type, &recent, &existing_row, &existing_request, &peak, &threshold,
-                          &keep_least_risky, &fallback_spread, &fault_prior, &fault_reference, &weight_risk,
-                          &weight_balance, &weight_fault, &unknown_message)) {
-        return NULL;
+    PyObject *unknown_message;
+} Inputs;
+
+enum { PARSED = 1, DECLINED = 0, FAILED = -1 };
+
+/* A node-name -> bytes dict spread over rows (placement._per_candidate by row): NULL for an empty dict. */
+static int per_row(PyObject *amounts, const Inputs *in, double **out) {
+    *out = NULL;
+    if (PyDict_GET_SIZE(amounts) == 0) return PARSED;
+    *out = PyMem_Calloc((size_t)in->nodes, sizeof(double));
+    if (*out == NULL) {
+        PyErr_NoMemory();
+        return FAILED;
     }
-    if (check_int64(bucket_hashes, "bucket_hashes") < 0 || check_int64(slot_rows, "slot_rows") < 0 ||
+    Py_ssize_t position = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(amounts, &position, &name, &value)) {
+        if (!PyUnicode_CheckExact(name)) return DECLINED;
+        Py_hash_t hash = PyObject_Hash(name);
+        if (hash == -1) return FAILED;
+        Py_ssize_t row = row_of(&in->table, hash);
+        if (row < 0) continue; /* a node not in the table: no candidate of ours */
+        if (row >= in->nodes) return DECLINED;
+        double amount = PyFloat_AsDouble(value);
+        if (amount == -1.0 && PyErr_Occurred()) return FAILED;
+        (*out)[row] = amount;
+    }
+    return PARSED;
+}
+
+/* The shared arguments, after the entry point's own first ones: see guardgrid/kernel.py. */
+static int read_inputs(PyObject *args, Py_ssize_t skip, Inputs *in) {
+    PyObject *bucket_hashes, *slot_rows, *memory_obj, *forecast_obj, *own_slots, *recent;
+    Py_ssize_t mask;
+    PyObject *rest = PyTuple_GetSlice(args, skip, PyTuple_GET_SIZE(args));
+    if (rest == NULL) return FAILED;
+    int parsed = PyArg_ParseTuple(rest, "OOnOOO!O!ndddpddddddU:filter", &bucket_hashes, &slot_rows, &mask,
+                                  &memory_obj, &forecast_obj, &PyDict_Type, &own_slots, &PyDict_Type, &recent,
+                                  &in->existing_row, &in->existing_request, &in->peak, &in->threshold,
+                                  &in->keep_least_risky, &in->fallback_spread, &in->fault_prior,
+                                  &in->fault_reference, &in->weight_risk, &in->weight_balance, &in->weight_fault,
+                                  &in->unknown_message);
+    Py_DECREF(rest);
+    if (!parsed || check_int64(bucket_hashes, "bucket_hashes") < 0 || check_int64(slot_rows, "slot_rows") < 0 ||
         check_table(memory_obj, MEMORY_COLUMNS, "memory") < 0) {
-        return NULL;
+        return FAILED;
     }
     int on_forecast = forecast_obj != Py_None;
-    if (on_forecast && check_table(forecast_obj, FORECAST_COLUMNS, "forecast") < 0) return NULL;
-    Py_ssize_t nodes = PyArray_DIM((PyArrayObject *)memory_obj, 0);
-    if (nodes == 0 || (on_forecast && PyArray_DIM((PyArrayObject *)forecast_obj, 0) != nodes) ||
+    if (on_forecast && check_table(forecast_obj, FORECAST_COLUMNS, "forecast") < 0) return FAILED;
+    in->nodes = PyArray_DIM((PyArrayObject *)memory_obj, 0);
+    if (in->nodes == 0 || (on_forecast && PyArray_DIM((PyArrayObject *)forecast_obj, 0) != in->nodes) ||
         PyArray_SIZE((PyArrayObject *)bucket_hashes) != PyArray_SIZE((PyArrayObject *)slot_rows) ||
         (uint64_t)PyArray_SIZE((PyArrayObject *)slot_rows) != ((uint64_t)mask + 1) * BUCKET_WIDTH) {
-        Py_RETURN_NONE; /* an empty or inconsistent table: Python handles it */
+        return DECLINED; /* an empty or inconsistent table: Python handles it */
     }
-    NameTable table = {(const int64_t *)PyArray_DATA((PyArrayObject *)bucket_hashes),
-                       (const int64_t *)PyArray_DATA((PyArrayObject *)slot_rows), (uint64_t)mask};
-    const double *memory = (const double *)PyArray_DATA((PyArrayObject *)memory_obj);
-    const double *forecast = on_forecast ? (const double *)PyArray_DATA((PyArrayObject *)forecast_obj) : NULL;
-    int any_own = PyDict_GET_SIZE(own_slots) > 0, any_recent = PyDict_GET_SIZE(recent) > 0;
+    in->table = (NameTable){(const int64_t *)PyArray_DATA((PyArrayObject *)bucket_hashes),
+                            (const int64_t *)PyArray_DATA((PyArrayObject *)slot_rows), (uint64_t)mask};
+    in->memory = (const double *)PyArray_DATA((PyArrayObject *)memory_obj);
+    in->forecast = on_forecast ? (const double *)PyArray_DATA((PyArrayObject *)forecast_obj) : NULL;
+    int status = per_row(own_slots, in, &in->own_slot);
+    if (status != PARSED) return status;
+    return per_row(recent, in, &in->inflight);
+}
 
-    Py_ssize_t count = PyList_GET_SIZE(names);
-    npy_intp length = count;
-    PyObject *result = NULL, *passed = NULL, *failed = NULL, *scores = NULL;
-    Candidate *candidates = NULL;
-    PyArrayObject *poly_array = (PyArrayObject *)PyArray_SimpleNew(1, &length, NPY_FLOAT64);
-    double *t_values = PyMem_Malloc(sizeof(double) * (size_t)(count ? count : 1));
-    candidates = PyMem_Malloc(sizeof(Candidate) * (size_t)(count ? count : 1));
-    if (poly_array == NULL || t_values == NULL || candidates == NULL) {
-        if (poly_array != NULL) PyErr_NoMemory();
-        goto done;
-    }
-    double *poly = (double *)PyArray_DATA(poly_array);
+static void free_inputs(Inputs *in) {
+    PyMem_Free(in->own_slot);
+    PyMem_Free(in->inflight);
+    in->own_slot = in->inflight = NULL;
+}
 
+/* evaluate() and passed_mask() for candidates whose `hash` is set: fills every other field and `rejected`.
+ * Returns PARSED, DECLINED (a NaN: Python decides) or FAILED (an exception is set). */
+static int decide(const Inputs *in, Candidate *candidates, Py_ssize_t count, char *rejected) {
+    const double *memory = in->memory, *forecast = in->forecast;
     /* Lookups in two sweeps that only start loads, so that the memory reads of all candidates overlap.
      * Why: between two requests the node tables drop out of the worker's caches, and a lookup is a chain of
      * dependent reads (bucket, row, the row's figures). One candidate after another, those misses came one
      * after another too: 211 us for 500 candidates cold against 62 us warm (in process, caches evicted). */
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *name = PyList_GET_ITEM(names, i);
-        if (!PyUnicode_CheckExact(name)) goto decline;
-        Py_hash_t hash = PyObject_Hash(name);
-        if (hash == -1) goto done;
-        candidates[i].hash = hash;
-        uint64_t bucket = ((uint64_t)hash & table.mask) * BUCKET_WIDTH;
-        __builtin_prefetch(table.hashes + bucket);
-        __builtin_prefetch(table.rows + bucket);
+        uint64_t bucket = ((uint64_t)candidates[i].hash & in->table.mask) * BUCKET_WIDTH;
+        __builtin_prefetch(in->table.hashes + bucket);
+        __builtin_prefetch(in->table.rows + bucket);
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t row = row_of(&table, candidates[i].hash);
-        if (row >= nodes) goto decline;
+        Py_ssize_t row = row_of(&in->table, candidates[i].hash);
+        if (row >= in->nodes) return DECLINED;
         candidates[i].row = row;
         if (row >= 0) {
             __builtin_prefetch(memory + row * MEMORY_COLUMNS);
             __builtin_prefetch(memory + row * MEMORY_COLUMNS + MEMORY_COLUMNS - 1);
-            if (on_forecast) {
+            if (forecast != NULL) {
                 __builtin_prefetch(forecast + row * FORECAST_COLUMNS);
                 __builtin_prefetch(forecast + row * FORECAST_COLUMNS + FORECAST_COLUMNS - 1);
             }
         }
     }
+    npy_intp length = count;
+    PyArrayObject *poly_array = (PyArrayObject *)PyArray_SimpleNew(1, &length, NPY_FLOAT64);
+    double *t_values = PyMem_Malloc(sizeof(double) * (size_t)(count ? count : 1));
+    int status = FAILED;
+    if (poly_array == NULL || t_values == NULL) {
+        if (poly_array != NULL) PyErr_NoMemory();
+        goto done;
+    }
+    double *poly = (double *)PyArray_DATA(poly_array);
 
     /* Pass 1: evaluate() up to erfc's exp. */
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *name = PyList_GET_ITEM(names, i);
         Candidate *c = &candidates[i];
         Py_ssize_t row = c->row;
         c->known = row >= 0;
         const double *figures = memory + (c->known ? row : 0) * MEMORY_COLUMNS;
         c->allocatable = c->known ? figures[ALLOCATABLE] : 0.0;
-        c->own_slot = 0.0;
-        if (c->known && any_own && amount_of(own_slots, name, &c->own_slot) < 0) goto done;
+        c->own_slot = c->known && in->own_slot != NULL ? in->own_slot[row] : 0.0;
         /* The requests-based figures (placement._requests_based), used where no forecast covers the node. */
         double requests_base = figures[REQUESTED] - c->own_slot;
-        requests_base -= (existing_row >= 0 && row == existing_row) ? existing_request : 0.0;
+        requests_base -= (in->existing_row >= 0 && row == in->existing_row) ? in->existing_request : 0.0;
         requests_base = np_maximum(requests_base, 0.0);
-        double requests_spread = fallback_spread * c->allocatable;
+        double requests_spread = in->fallback_spread * c->allocatable;
         double spread;
         c->inflight = 0.0;
-        if (on_forecast) {
+        if (forecast != NULL) {
             const double *predicted = forecast + (c->known ? row : 0) * FORECAST_COLUMNS;
             c->covered = predicted[COVERED] > 0.0 && c->known;
             c->fault_rate = predicted[FAULT_RATE];
             if (c->covered) {
                 c->base = predicted[MEAN] + np_maximum(figures[STANDBY] - c->own_slot, 0.0);
                 spread = predicted[SPREAD];
-                if (any_recent && amount_of(recent, name, &c->inflight) < 0) goto done;
+                if (in->inflight != NULL) c->inflight = in->inflight[row];
             } else {
                 c->base = requests_base;
                 spread = requests_spread;
             }
         } else {
             c->covered = 0;
-            c->fault_rate = fault_prior;
+            c->fault_rate = in->fault_prior;
             c->base = requests_base;
             spread = requests_spread;
         }
         /* risk.oom_risk: headroom in spreads, then normal_sf = erfc(z / sqrt 2) / 2 (Numerical Recipes). */
         double demand = c->base + c->inflight;
-        demand += peak;
+        demand += in->peak;
         double headroom = c->allocatable - demand;
         headroom /= np_maximum(spread, MIN_SPREAD_BYTES);
         double x = headroom / M_SQRT2;
-        if (isnan(x)) goto decline;
+        if (isnan(x)) {
+            status = DECLINED;
+            goto done;
+        }
         double z = fabs(x);
         double t = z * 0.5;
         t += 1.0;
@@ -320,7 +413,7 @@ static PyObject *kernel_filter(PyObject *self, PyObject *args) {
         Py_DECREF(same);
     }
 
-    /* Pass 2: risk, the filter's verdict (passed_mask). */
+    /* Pass 2: risk, then the filter's verdict (passed_mask). */
     int any_known = 0, all_known_rejected = 1;
     double least_risk = INFINITY;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -329,120 +422,402 @@ static PyObject *kernel_filter(PyObject *self, PyObject *args) {
         if (c->risk < 0) erfc = 2.0 - erfc;
         double risk = erfc * 0.5;
         if (c->allocatable <= 0 || !c->known) risk = 1.0;
-        if (isnan(risk)) goto decline;
+        if (isnan(risk)) {
+            status = DECLINED;
+            goto done;
+        }
         c->risk = risk;
         if (c->known) {
             any_known = 1;
-            if (!(risk > threshold)) all_known_rejected = 0;
+            if (!(risk > in->threshold)) all_known_rejected = 0;
             if (risk < least_risk) least_risk = risk;
         }
     }
-    int keep_least = keep_least_risky && any_known && all_known_rejected;
-
-    /* Pass 3: explain_filter's names and messages, score_array's scores for the passed. */
-    /* The message's constant parts (explain_filter's head, threshold and pod), written once. */
-    static const char head[] = "GuardGrid: predicted OOM risk ";
-    char over[64], pod_part[96], number[48], message[512]; /* parts at most 30+40+64+10+44+96+44+1 */
-    if (!isfinite(threshold) || threshold < 0 || !isfinite(peak)) goto decline;
-    int over_length = snprintf(over, sizeof over, " > %.2f (", threshold);
-    char pod_size[48];
-    if (format_bytes(pod_size, peak) < 0) goto decline;
-    int pod_length = snprintf(pod_part, sizeof pod_part, " + pod %s of ", pod_size);
-    if (over_length < 0 || over_length >= (int)sizeof over || pod_length < 0 || pod_length >= (int)sizeof pod_part) {
-        goto decline;
+    int keep_least = in->keep_least_risky && any_known && all_known_rejected;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Candidate *c = &candidates[i];
+        rejected[i] = (c->risk > in->threshold || !c->known) && !(keep_least && c->known && c->risk <= least_risk);
     }
+    status = PARSED;
+done:
+    Py_XDECREF(poly_array);
+    PyMem_Free(t_values);
+    return status;
+}
+
+/* score_array for one passed candidate; -1 for a NaN (then Python decides). */
+static long score_of(const Inputs *in, const Candidate *c) {
+    double score_threshold = in->threshold >= 1e-9 ? in->threshold : 1e-9; /* max(threshold, 1e-9) */
+    double weights = in->weight_risk + in->weight_balance;
+    weights += in->weight_fault;
+    double risk_term = 1.0 - np_minimum(c->risk / score_threshold, 1.0);
+    double used = c->base + c->inflight;
+    used += in->peak;
+    double utilisation = c->allocatable > 0 ? used / c->allocatable : INFINITY;
+    double balance_term = 1.0 - np_minimum(np_maximum(utilisation, 0.0), 1.0);
+    double fault_term = 1.0 - np_minimum(c->fault_rate / in->fault_reference, 1.0);
+    double combined = 0.0;
+    if (weights > 0) {
+        combined = risk_term * in->weight_risk;
+        combined += balance_term * in->weight_balance;
+        combined += fault_term * in->weight_fault;
+        combined /= weights;
+    }
+    combined = np_minimum(np_maximum(combined, 0.0), 1.0);
+    combined *= (double)(MAX_SCORE - 1);
+    if (isnan(combined)) return -1;
+    long graded = (long)nearbyint(combined);
+    if (c->own_slot > 0) graded = MAX_SCORE;
+    if (graded < 0) graded = 0;
+    if (graded > MAX_SCORE) graded = MAX_SCORE;
+    return graded;
+}
+
+/* explain_filter's message for a rejected candidate, as Python words it; its length, or -1 (decline). */
+typedef struct {
+    char over[64], pod_part[96];
+    int over_length, pod_length;
+} MessageParts;
+
+static int message_parts(const Inputs *in, MessageParts *parts) {
+    if (!isfinite(in->threshold) || in->threshold < 0 || !isfinite(in->peak)) return -1;
+    parts->over_length = snprintf(parts->over, sizeof parts->over, " > %.2f (", in->threshold);
+    char pod_size[48];
+    if (format_bytes(pod_size, in->peak) < 0) return -1;
+    parts->pod_length = snprintf(parts->pod_part, sizeof parts->pod_part, " + pod %s of ", pod_size);
+    if (parts->over_length < 0 || parts->over_length >= (int)sizeof parts->over || parts->pod_length < 0 ||
+        parts->pod_length >= (int)sizeof parts->pod_part) {
+        return -1;
+    }
+    return 0;
+}
+
+enum { MESSAGE_SIZE = 512 }; /* parts at most 30+40+64+10+44+96+44+1 */
+
+static int risk_message(char *message, const MessageParts *parts, const Candidate *c) {
+    static const char head[] = "GuardGrid: predicted OOM risk ";
+    char number[48];
+    double used = c->base + c->inflight;
+    if (!isfinite(used) || !isfinite(c->allocatable)) return -1;
+    char *at = append(message, head, sizeof head - 1);
+    int length = write_fixed(number, c->risk, 2);
+    if (length < 0 || length > 40) return -1;
+    at = append(at, number, (size_t)length);
+    at = append(at, parts->over, (size_t)parts->over_length);
+    at = c->covered ? append(at, "forecast ", 9) : append(at, "requested ", 10);
+    if ((length = format_bytes(number, used)) < 0) return -1;
+    at = append(at, number, (size_t)length);
+    at = append(at, parts->pod_part, (size_t)parts->pod_length);
+    if ((length = format_bytes(number, c->allocatable)) < 0) return -1;
+    at = append(at, number, (size_t)length);
+    at = append(at, ")", 1);
+    return (int)(at - message);
+}
+
+PyDoc_STRVAR(filter_doc,
+"filter(names, bucket_hashes, slot_rows, mask, memory, forecast, own_slot, inflight, existing_row,\n"
+"       existing_request, peak, threshold, keep_least_risky, fallback_spread, fault_prior,\n"
+"       fault_reference, weight_risk, weight_balance, weight_fault, unknown_message)\n"
+"--\n\n"
+"(passed names, failed name -> message, unknown rejections, passed nodes' scores, the passed names as\n"
+"JSON, their HostPriorityList as JSON), or None when the Python decision must answer instead; the two\n"
+"JSON texts are None when a name needs escaping. See guardgrid/kernel.py for the arguments.");
+
+static PyObject *kernel_filter(PyObject *self, PyObject *args) {
+    Inputs in = {0};
+    PyObject *names = PyTuple_Size(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    if (names == NULL || !PyList_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "filter: the first argument must be the list of candidate names");
+        return NULL;
+    }
+    PyObject *result = NULL, *passed = NULL, *failed = NULL, *scores = NULL;
+    Py_ssize_t count = PyList_GET_SIZE(names);
+    Candidate *candidates = PyMem_Malloc(sizeof(Candidate) * (size_t)(count ? count : 1));
+    char *rejected = PyMem_Malloc((size_t)(count ? count : 1));
+    long *passed_scores = PyMem_Malloc(sizeof(long) * (size_t)(count ? count : 1));
+    if (candidates == NULL || rejected == NULL || passed_scores == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int status = read_inputs(args, 1, &in);
+    if (status == DECLINED) goto decline;
+    if (status == FAILED) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_CheckExact(name)) goto decline;
+        if ((candidates[i].hash = PyObject_Hash(name)) == -1) goto done;
+    }
+    status = decide(&in, candidates, count, rejected);
+    if (status == DECLINED) goto decline;
+    if (status == FAILED) goto done;
+
+    /* explain_filter's names and messages, score_array's scores for the passed. */
+    MessageParts parts;
+    char message[MESSAGE_SIZE];
+    if (message_parts(&in, &parts) < 0) goto decline;
     passed = PyList_New(0);
     failed = PyDict_New();
     scores = PyList_New(0);
     if (passed == NULL || failed == NULL || scores == NULL) goto done;
-    double score_threshold = threshold >= 1e-9 ? threshold : 1e-9; /* max(threshold, 1e-9) */
-    double weights = weight_risk + weight_balance;
-    weights += weight_fault;
     for (Py_ssize_t i = 0; i < count; i++) {
         Candidate *c = &candidates[i];
         PyObject *name = PyList_GET_ITEM(names, i);
-        int rejected = c->risk > threshold || !c->known;
-        if (keep_least && c->known && c->risk <= least_risk) rejected = 0;
-        if (rejected) {
+        if (rejected[i]) {
             PyObject *text;
             if (!c->known) {
-                text = Py_NewRef(unknown_message);
+                text = Py_NewRef(in.unknown_message);
             } else {
-                double used = c->base + c->inflight;
-                if (!isfinite(used) || !isfinite(c->allocatable)) goto decline;
-                char *at = append(message, head, sizeof head - 1);
-                int length = write_fixed(number, c->risk, 2);
-                if (length < 0 || length > 40) goto decline;
-                at = append(at, number, (size_t)length);
-                at = append(at, over, (size_t)over_length);
-                at = c->covered ? append(at, "forecast ", 9) : append(at, "requested ", 10);
-                if ((length = format_bytes(number, used)) < 0) goto decline;
-                at = append(at, number, (size_t)length);
-                at = append(at, pod_part, (size_t)pod_length);
-                if ((length = format_bytes(number, c->allocatable)) < 0) goto decline;
-                at = append(at, number, (size_t)length);
-                at = append(at, ")", 1);
-                Py_ssize_t size = at - message;
-                text = PyUnicode_New(size, 127);
+                int length = risk_message(message, &parts, c);
+                if (length < 0) goto decline;
+                text = PyUnicode_New(length, 127);
                 if (text == NULL) goto done;
-                memcpy(PyUnicode_DATA(text), message, (size_t)size);
+                memcpy(PyUnicode_DATA(text), message, (size_t)length);
             }
             int stored = PyDict_SetItem(failed, name, text);
             Py_DECREF(text);
             if (stored < 0) goto done;
             continue;
         }
-        if (PyList_Append(passed, name) < 0) goto done;
-        /* score_array, element-wise. */
-        double risk_term = 1.0 - np_minimum(c->risk / score_threshold, 1.0);
-        double used = c->base + c->inflight;
-        used += peak;
-        double utilisation = c->allocatable > 0 ? used / c->allocatable : INFINITY;
-        double balance_term = 1.0 - np_minimum(np_maximum(utilisation, 0.0), 1.0);
-        double fault_term = 1.0 - np_minimum(c->fault_rate / fault_reference, 1.0);
-        double combined = 0.0;
-        if (weights > 0) {
-            combined = risk_term * weight_risk;
-            combined += balance_term * weight_balance;
-            combined += fault_term * weight_fault;
-            combined /= weights;
-        }
-        combined = np_minimum(np_maximum(combined, 0.0), 1.0);
-        combined *= (double)(MAX_SCORE - 1);
-        if (isnan(combined)) goto decline;
-        long graded = (long)nearbyint(combined);
-        if (c->own_slot > 0) graded = MAX_SCORE;
-        if (graded < 0) graded = 0;
-        if (graded > MAX_SCORE) graded = MAX_SCORE;
+        long graded = score_of(&in, c);
+        if (graded < 0) goto decline;
+        passed_scores[PyList_GET_SIZE(scores)] = graded;
         PyObject *score = PyLong_FromLong(graded);
         if (score == NULL) goto done;
         int appended = PyList_Append(scores, score);
         Py_DECREF(score);
-        if (appended < 0) goto done;
+        if (appended < 0 || PyList_Append(passed, name) < 0) goto done;
     }
     /* Rejections by reason, counted per distinct name as the metrics count them. */
     Py_ssize_t unknown = 0, position = 0;
     PyObject *key, *value;
     while (PyDict_Next(failed, &position, &key, &value)) {
-        if (value == unknown_message) unknown++;
+        if (value == in.unknown_message) unknown++;
     }
-    result = Py_BuildValue("(OOnO)", passed, failed, unknown, scores);
+    PyObject *as_json = passed_as_json(passed, passed_scores);
+    if (as_json == NULL) goto done;
+    result = Py_BuildValue("(OOnOOO)", passed, failed, unknown, scores, PyTuple_GET_ITEM(as_json, 0),
+                           PyTuple_GET_ITEM(as_json, 1));
+    Py_DECREF(as_json);
     goto done;
 
 decline:
     result = Py_NewRef(Py_None);
 done:
+    free_inputs(&in);
     Py_XDECREF(passed);
     Py_XDECREF(failed);
     Py_XDECREF(scores);
-    Py_XDECREF(poly_array);
-    PyMem_Free(t_values);
     PyMem_Free(candidates);
+    PyMem_Free(rejected);
+    PyMem_Free(passed_scores);
+    return result;
+}
+
+/* ---- the raw request body ------------------------------------------------------------------------ */
+
+/* Whether _Py_HashBytes gives str's hash for ASCII text (CPython hashes a 1-byte-kind str as its bytes):
+ * checked at import, so the body path can look names up in the same NameIndex without making str objects. */
+static int bytes_hash_is_str_hash;
+
+typedef struct {
+    char *data;
+    size_t size, capacity;
+} Buffer;
+
+static int reserve(Buffer *buffer, size_t more) {
+    if (buffer->size + more <= buffer->capacity) return 0;
+    size_t capacity = buffer->capacity ? buffer->capacity : 4096;
+    while (capacity < buffer->size + more) capacity *= 2;
+    char *data = PyMem_Realloc(buffer->data, capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buffer->data = data;
+    buffer->capacity = capacity;
+    return 0;
+}
+
+static int put(Buffer *buffer, const char *text, size_t length) {
+    if (reserve(buffer, length) < 0) return -1;
+    memcpy(buffer->data + buffer->size, text, length);
+    buffer->size += length;
+    return 0;
+}
+
+#define PUT_LITERAL(buffer, literal) put((buffer), (literal), sizeof(literal) - 1)
+
+/* The names of a `"NodeNames"` array exactly as kube-scheduler (Go's encoding/json, as orjson) writes plain
+ * DNS names: `["a","b"]`, no spaces, each name printable ASCII without quote or backslash. Anything else
+ * (an escape, UTF-8, whitespace) returns DECLINED: Python reads such a body whole. Fills starts/lengths. */
+static int scan_names(const char *text, Py_ssize_t size, Py_ssize_t *starts, Py_ssize_t *lengths,
+                      Py_ssize_t *count) {
+    Py_ssize_t at = 0, found = 0;
+    if (size < 2 || text[0] != '[' || text[size - 1] != ']') return DECLINED;
+    at = 1;
+    if (size == 2) {
+        *count = 0;
+        return PARSED;
+    }
+    for (;;) {
+        if (at >= size || text[at] != '"') return DECLINED;
+        Py_ssize_t start = ++at;
+        while (at < size && text[at] != '"') {
+            unsigned char ch = (unsigned char)text[at];
+            if (ch < 0x20 || ch > 0x7e || ch == '\\') return DECLINED;
+            at++;
+        }
+        if (at >= size) return DECLINED;
+        starts[found] = start;
+        lengths[found] = at - start;
+        found++;
+        at++; /* the closing quote */
+        if (at == size - 1) break; /* the closing bracket */
+        if (text[at] != ',') return DECLINED;
+        at++;
+    }
+    *count = found;
+    return PARSED;
+}
+
+PyDoc_STRVAR(filter_body_doc,
+"filter_body(body, start, end, bucket_hashes, slot_rows, mask, memory, forecast, own_slot, inflight,\n"
+"            existing_row, existing_request, peak, threshold, keep_least_risky, fallback_spread,\n"
+"            fault_prior, fault_reference, weight_risk, weight_balance, weight_fault, unknown_message)\n"
+"--\n\n"
+"The filter for the names array body[start:end], answered as bytes: (ExtenderFilterResult JSON, the\n"
+"passed names as a JSON array, their HostPriorityList JSON, passed count, OOM-risk rejections, unknown\n"
+"rejections), each text byte for byte what the Python path writes; or None (Python decides).");
+
+static PyObject *kernel_filter_body(PyObject *self, PyObject *args) {
+    Inputs in = {0};
+    const char *body;
+    Py_ssize_t body_size, start, end;
+    PyObject *head = PyTuple_GetSlice(args, 0, 3);
+    if (head == NULL) return NULL;
+    int parsed = PyArg_ParseTuple(head, "y#nn:filter_body", &body, &body_size, &start, &end);
+    Py_DECREF(head);
+    if (!parsed) return NULL;
+    if (!bytes_hash_is_str_hash || start < 0 || end > body_size || end < start) Py_RETURN_NONE;
+    const char *text = body + start;
+    Py_ssize_t size = end - start, bound = size / 3 + 1; /* each name takes at least `"",` */
+    PyObject *result = NULL;
+    Buffer names = {0}, answer = {0}, priorities = {0}, failures = {0}; /* failures: FailedNodes' entries */
+    Candidate *candidates = PyMem_Malloc(sizeof(Candidate) * (size_t)bound);
+    Py_ssize_t *starts = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)bound);
+    Py_ssize_t *lengths = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)bound);
+    char *rejected = PyMem_Malloc((size_t)bound);
+    unsigned char *seen = NULL;
+    Py_ssize_t count = 0, unknown = 0, failed = 0, passed = 0;
+    if (candidates == NULL || starts == NULL || lengths == NULL || rejected == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int status = read_inputs(args, 3, &in);
+    if (status == DECLINED) goto decline;
+    if (status == FAILED) goto done;
+    Py_ssize_t unknown_size;
+    const char *unknown_text = PyUnicode_AsUTF8AndSize(in.unknown_message, &unknown_size);
+    if (unknown_text == NULL) goto done;
+    if (scan_names(text, size, starts, lengths, &count) != PARSED) goto decline;
+    for (Py_ssize_t i = 0; i < count; i++) candidates[i].hash = _Py_HashBytes(text + starts[i], lengths[i]);
+    status = decide(&in, candidates, count, rejected);
+    if (status == DECLINED) goto decline;
+    if (status == FAILED) goto done;
+
+    /* A name sent twice: Python's dict of rejections keeps one entry for both; rare, so Python answers it. */
+    seen = PyMem_Calloc((size_t)(in.nodes / 8 + 1), 1);
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t row = candidates[i].row;
+        if (row >= 0) {
+            if (seen[row / 8] & (1u << (row % 8))) goto decline;
+            seen[row / 8] |= (unsigned char)(1u << (row % 8));
+            continue;
+        }
+        if (++unknown > 64) goto decline;
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (candidates[j].row < 0 && lengths[j] == lengths[i] &&
+                memcmp(text + starts[j], text + starts[i], (size_t)lengths[i]) == 0) {
+                goto decline;
+            }
+        }
+    }
+
+    /* The answer: {"Nodes":null,"NodeNames":[...],"FailedNodes":{...},"FailedAndUnresolvableNodes":{},
+     * "Error":""}, as orjson writes filter_result's dict. */
+    MessageParts parts;
+    char message[MESSAGE_SIZE];
+    if (message_parts(&in, &parts) < 0) goto decline;
+    if (PUT_LITERAL(&names, "[") < 0 || PUT_LITERAL(&priorities, "[") < 0 ||
+        PUT_LITERAL(&answer, "{\"Nodes\":null,\"NodeNames\":") < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const Candidate *c = &candidates[i];
+        const char *name = text + starts[i];
+        size_t length = (size_t)lengths[i];
+        if (rejected[i]) {
+            const char *reason = unknown_text;
+            int reason_size = (int)unknown_size;
+            if (c->known) {
+                reason_size = risk_message(message, &parts, c);
+                if (reason_size < 0) goto decline;
+                reason = message;
+            }
+            if ((failed++ && PUT_LITERAL(&failures, ",") < 0) || PUT_LITERAL(&failures, "\"") < 0 ||
+                put(&failures, name, length) < 0 || PUT_LITERAL(&failures, "\":\"") < 0 ||
+                put(&failures, reason, (size_t)reason_size) < 0 || PUT_LITERAL(&failures, "\"") < 0) {
+                goto done;
+            }
+            continue;
+        }
+        long graded = score_of(&in, c);
+        if (graded < 0) goto decline;
+        char score[4];
+        int score_size = snprintf(score, sizeof score, "%ld", graded);
+        if ((passed && (PUT_LITERAL(&names, ",") < 0 || PUT_LITERAL(&priorities, ",") < 0)) ||
+            PUT_LITERAL(&names, "\"") < 0 || put(&names, name, length) < 0 || PUT_LITERAL(&names, "\"") < 0 ||
+            PUT_LITERAL(&priorities, "{\"Host\":\"") < 0 || put(&priorities, name, length) < 0 ||
+            PUT_LITERAL(&priorities, "\",\"Score\":") < 0 || put(&priorities, score, (size_t)score_size) < 0 ||
+            PUT_LITERAL(&priorities, "}") < 0) {
+            goto done;
+        }
+        passed++;
+    }
+    if (PUT_LITERAL(&names, "]") < 0 || PUT_LITERAL(&priorities, "]") < 0 ||
+        put(&answer, names.data, names.size) < 0 || PUT_LITERAL(&answer, ",\"FailedNodes\":{") < 0 ||
+        put(&answer, failures.data ? failures.data : "", failures.size) < 0 ||
+        PUT_LITERAL(&answer, "},\"FailedAndUnresolvableNodes\":{},\"Error\":\"\"}") < 0) {
+        goto done;
+    }
+    result = Py_BuildValue("(y#y#y#nnn)", answer.data, (Py_ssize_t)answer.size, names.data,
+                           (Py_ssize_t)names.size, priorities.data, (Py_ssize_t)priorities.size, passed,
+                           failed - unknown, unknown);
+    goto done;
+
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    free_inputs(&in);
+    PyMem_Free(names.data);
+    PyMem_Free(answer.data);
+    PyMem_Free(priorities.data);
+    PyMem_Free(failures.data);
+    PyMem_Free(candidates);
+    PyMem_Free(starts);
+    PyMem_Free(lengths);
+    PyMem_Free(rejected);
+    PyMem_Free(seen);
     return result;
 }
 
 static PyMethodDef kernel_methods[] = {
     {"filter", kernel_filter, METH_VARARGS, filter_doc},
+    {"filter_body", kernel_filter_body, METH_VARARGS, filter_body_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -461,5 +836,10 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     numpy_exp = PyObject_GetAttrString(numpy, "exp");
     Py_DECREF(numpy);
     if (numpy_exp == NULL) return NULL;
+    static const char probe[] = "guardgrid-node-7";
+    PyObject *probe_text = PyUnicode_FromStringAndSize(probe, sizeof probe - 1);
+    if (probe_text == NULL) return NULL;
+    bytes_hash_is_str_hash = PyObject_Hash(probe_text) == _Py_HashBytes(probe, sizeof probe - 1);
+    Py_DECREF(probe_text);
     return PyModule_Create(&kernel_module);
 }

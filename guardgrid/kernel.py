@@ -26,7 +26,7 @@ try:
 except ImportError:  # not built: every decision is the Python one
     _kernel = None  # type: ignore[assignment]
 
-__all__ = ["KernelFilter", "available", "filter_decision"]
+__all__ = ["BodyFilter", "KernelFilter", "available", "filter_body_decision", "filter_decision"]
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,18 @@ class KernelFilter:
     failed: dict[str, str]  # name -> message, as explain_filter words it
     unknown: int  # rejections of nodes not in the cache; the rest of `failed` are OOM-risk rejections
     scores: list[int]  # for `passed`, in its order
+    # `passed` as orjson.dumps writes it, and its HostPriorityList as extender.wire.priority_list writes it:
+    # both None when a name needs JSON escaping (Python writes them then).
+    names_json: bytes | None
+    priority_list: bytes | None
 
 
-def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
-                    candidates: Sequence[str], settings: Settings, since: float | None) -> KernelFilter | None:
-    """The filter for `pod` over `candidates`, or None: then decide with guardgrid.placement.
-
-    `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
-    dropped), exactly as `evaluate` would compute it.
-    """
+def _shared_arguments(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
+                      settings: Settings, since: float | None) -> tuple[object, ...] | None:
+    """The kernel's arguments after the candidates, as `evaluate` would read them; None: Python decides."""
     table = state.table
     index = table.name_index
-    if _kernel is None or index.exact or len(table) == 0 or not isinstance(candidates, list):
+    if _kernel is None or index.exact or len(table) == 0:
         return None
     existing = state.pods.get(pod.uid)
     existing_row = -1
@@ -66,11 +66,53 @@ def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: For
         recent = state.inflight_by_node(since)
     else:
         forecast, recent = None, {}
-    outcome = _kernel.filter(
-        candidates, index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
-        dict(state.own_standby(pod.job)), recent, existing_row,
-        float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
-        settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
-        settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
-        settings.weight_fault, UNKNOWN_NODE_MESSAGE)
+    return (index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
+            dict(state.own_standby(pod.job)), recent, existing_row,
+            float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
+            settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
+            settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
+            settings.weight_fault, UNKNOWN_NODE_MESSAGE)
+
+
+def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
+                    candidates: Sequence[str], settings: Settings, since: float | None) -> KernelFilter | None:
+    """The filter for `pod` over `candidates`, or None: then decide with guardgrid.placement.
+
+    `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
+    dropped), exactly as `evaluate` would compute it.
+    """
+    if not isinstance(candidates, list):
+        return None
+    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since)
+    if shared is None:
+        return None
+    outcome = _kernel.filter(candidates, *shared)
     return KernelFilter(*outcome) if outcome is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFilter:
+    """A filter answered from the request's bytes: every text byte for byte what the Python path writes."""
+
+    answer: bytes  # the ExtenderFilterResult
+    names_json: bytes  # the passed names as a JSON array, for the prioritize request that follows
+    priority_list: bytes  # the HostPriorityList that prioritize request gets
+    passed: int
+    oom_risk: int  # rejections by reason, as the metrics count them
+    unknown: int
+
+
+def filter_body_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner,
+                         pod: PodDemand, body: bytes, start: int, end: int, settings: Settings,
+                         since: float | None) -> BodyFilter | None:
+    """The filter for the candidates in `body[start:end]`, a `"NodeNames"` JSON array, straight from and to
+    bytes; None when the names are not all plain (no escapes), or anything `filter_decision` declines.
+
+    Why: ~500 str objects made, hashed and collected into lists and dicts, then encoded again, were a third of
+    a compiled filter's time in a worker (docs/bench-extender.md, "Fourth round").
+    """
+    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since)
+    if shared is None:
+        return None
+    outcome = _kernel.filter_body(body, start, end, *shared)
+    return BodyFilter(*outcome) if outcome is not None else None

@@ -182,3 +182,21 @@ def test_each_prepared_answer_serves_one_prioritize_call(compiled):
     first, second = service.prioritize_body(body), service.prioritize_body(body)
     assert answers[0] is not None and answers[1] is None
     assert first == second == _fresh_prioritize(state, snapshot, clock, passed)
+
+
+def test_the_schedulers_own_layout_is_filtered_from_its_bytes_with_the_same_answers(monkeypatch):
+    state, snapshot, clock = _state(), _snapshot(), Clock()
+    python = _service(state, snapshot, clock, compiled=False)
+    expected_answer, expected_after = python.filter_then(parse_extender_args(FILTER_BODY))
+    expected_after()
+    compiled = _service(state, snapshot, clock, compiled=True)
+    answers = _recording(compiled, "answer")
+    monkeypatch.setattr("extender.service.parse_extender_args", lambda body: pytest.fail("parsed the body"))
+    answer, after = compiled.filter_body_then(FILTER_BODY)
+    after()
+    assert answer == expected_answer
+    passed = orjson.loads(answer)["NodeNames"]
+    assert 2 <= len(passed) < len(NODES)  # some rejected: messages and names are both written from bytes
+    prioritize = node_cache_request(parse_extender_args(FILTER_BODY).pod_json, passed)
+    assert compiled.prioritize_body(prioritize) == _fresh_prioritize(state, snapshot, clock, passed)
+    assert answers[0] is not None  # the answer the bytes path prepared

@@ -14,8 +14,11 @@ import random
 from collections import Counter
 
 import numpy as np
+import orjson
 import pytest
+from conftest import SCHEDULER, load_json
 
+from extender.wire import ExtenderArgs, filter_result, priority_list
 from guardgrid import kernel
 from guardgrid.config import Settings, load_settings
 from guardgrid.keys import STANDBY_FOR
@@ -28,7 +31,7 @@ from guardgrid.placement import (
     passed_mask,
     score_array,
 )
-from guardgrid.records import NodeRecord, PodRecord
+from guardgrid.records import NodeRecord, PodRecord, pod_from_dict
 from guardgrid.snapshot import NodeForecast, Snapshot
 from guardgrid.state import ClusterState
 
@@ -36,6 +39,7 @@ GiB = 2**30
 NOW = 1_800_000_000.0
 SETTINGS = load_settings({})
 JOB = "train-a"
+BERT = pod_from_dict(load_json(SCHEDULER / "node-cache" / "filter-args.json")["Pod"])  # only its shape matters
 
 
 def test_the_compiled_kernel_is_built():
@@ -56,9 +60,11 @@ def _size(rng: random.Random) -> float:
     return rng.uniform(0, 512 * GiB)
 
 
-def _scenario(seed: int) -> tuple[ClusterState, Snapshot | None, PodDemand, list[str], Settings, float]:
+def _scenario(seed: int, plain: bool = False) -> tuple[ClusterState, Snapshot | None, PodDemand, list[str], Settings,
+                                                       float]:
+    """A random filter; `plain`: as kube-scheduler sends them, ASCII names each sent once."""
     rng = random.Random(seed)
-    names = [f"node-{i}" if rng.random() < 0.9 else f"nöde-{i}-Ω" for i in range(rng.randint(1, 40))]
+    names = [f"node-{i}" if plain or rng.random() < 0.9 else f"nöde-{i}-Ω" for i in range(rng.randint(1, 40))]
     nodes = [NodeRecord(name=name, uid=name, allocatable_memory=int(_size(rng)) if rng.random() < 0.95 else 0)
              for name in names]
     pods: list[PodRecord] = []
@@ -81,7 +87,8 @@ def _scenario(seed: int) -> tuple[ClusterState, Snapshot | None, PodDemand, list
                                fault_rate_per_hour=rng.choice([0.0, 0.001, rng.uniform(0, 0.2)]),
                                allocatable_bytes=0) for name in covered})
     candidates = [n for n in names if rng.random() < 0.8] + [f"ghost-{i}" for i in range(rng.randint(0, 3))]
-    candidates += rng.sample(candidates, min(len(candidates), rng.randint(0, 2)))  # the odd duplicate
+    if not plain:
+        candidates += rng.sample(candidates, min(len(candidates), rng.randint(0, 2)))  # the odd duplicate
     rng.shuffle(candidates)
     settings = dataclasses.replace(
         SETTINGS, risk_threshold=rng.choice([0.0, 0.05, 0.1, 0.125, 0.5, 1.0, rng.random()]),
@@ -114,6 +121,60 @@ def test_the_kernel_decides_a_random_filter_exactly_as_python(seed):
     assert list(compiled.failed.items()) == list(failed.items())
     assert compiled.scores == scores
     assert compiled.unknown == Counter(reasons.values())["unknown_node"]
+    if compiled.names_json is not None:  # names that need no escaping: the prepared prioritize texts
+        assert compiled.names_json == orjson.dumps(passed)
+        assert compiled.priority_list == priority_list(passed, scores)
+    else:
+        assert any(not n.isascii() for n in passed)
+
+
+def _names_body(candidates: list[str]) -> tuple[bytes, int, int]:
+    """A node-cache body around `candidates`, and where its NodeNames array starts and ends."""
+    head = b'{"Pod":{},"Nodes":null,"NodeNames":'
+    body = head + orjson.dumps(candidates) + b"}"
+    return body, len(head), len(body) - 1
+
+
+@pytest.mark.parametrize(("seed", "plain"), [(seed, seed % 4 != 0) for seed in range(400)])
+def test_the_kernel_answers_a_random_body_with_the_bytes_python_writes(seed, plain):
+    state, snapshot, demand, candidates, settings, now = _scenario(seed, plain)
+    aligner = ForecastAligner(settings.fault_prior_rate_per_hour)
+    since = inflight_since(snapshot, now, settings)
+    if since is not None:
+        state.inflight_by_node(since)
+    body, start, end = _names_body(candidates)
+    compiled = kernel.filter_body_decision(state, snapshot, aligner, demand, body, start, end, settings, since)
+    passed, failed, scores, reasons = _python(state, snapshot, aligner, demand, candidates, settings, now)
+    if len(set(candidates)) < len(candidates) or not all(n.isascii() for n in candidates):
+        assert compiled is None  # a name sent twice, or one JSON may escape: Python answers those
+        return
+    assert compiled is not None
+    expected = filter_result(ExtenderArgs(BERT, candidates, None, None), passed, failed)
+    assert compiled.answer == expected
+    assert compiled.names_json == orjson.dumps(passed)
+    assert compiled.priority_list == priority_list(passed, scores)
+    assert (compiled.passed, compiled.oom_risk, compiled.unknown) == (
+        len(passed), Counter(reasons.values())["oom_risk"], Counter(reasons.values())["unknown_node"])
+
+
+@pytest.mark.parametrize("names", [b'[ "a"]', b'["a" ,"b"]', b'["a\\u0062"]', b'["a","b",]', b'["a""b"]',
+                                   b'["\xc3\xa9"]', b'["a\tb"]', b"[]x", b'"a"', b"[1]"])
+def test_a_names_array_not_written_as_the_scheduler_writes_it_is_left_to_python(names):
+    state, _, demand, _, settings, _ = _scenario(11)
+    body = b'{"Pod":{},"Nodes":null,"NodeNames":' + names + b"}"
+    start = body.index(b"NodeNames") + len(b'NodeNames":')
+    assert kernel.filter_body_decision(state, None, ForecastAligner(0.01), demand, body, start, len(body) - 1,
+                                       settings, None) is None
+
+
+def test_an_empty_names_array_passes_nothing_and_rejects_nothing():
+    state, _, demand, _, settings, _ = _scenario(11)
+    body, start, end = _names_body([])
+    compiled = kernel.filter_body_decision(state, None, ForecastAligner(0.01), demand, body, start, end, settings,
+                                           None)
+    assert compiled is not None
+    assert compiled.answer == filter_result(ExtenderArgs(BERT, [], None, None), [], {})
+    assert (compiled.names_json, compiled.priority_list, compiled.passed) == (b"[]", b"[]", 0)
 
 
 def test_the_random_filters_cover_rejections_passes_ties_and_unknown_nodes():
@@ -129,6 +190,7 @@ def test_the_random_filters_cover_rejections_passes_ties_and_unknown_nodes():
         seen["forecast message"] += any("(forecast " in m for m in failed.values())
         seen["requested message"] += any("(requested " in m for m in failed.values())
         seen["tie at one decimal"] += any(".5Gi" in m or ".2Gi" in m for m in failed.values())
+        seen["a passed name JSON must escape"] += any(not n.isascii() for n in passed)
     assert min(seen.values()) >= 20, seen
 
 
