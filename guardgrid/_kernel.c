@@ -625,7 +625,7 @@ typedef struct {
 } Buffer;
 
 static int reserve(Buffer *buffer, size_t more) {
-    if (buffer->size + more <= buffer->capacity) return 0;
+    if (buffer->data != NULL && buffer->size + more <= buffer->capacity) return 0;
     size_t capacity = buffer->capacity ? buffer->capacity : 4096;
     while (capacity < buffer->size + more) capacity *= 2;
     char *data = PyMem_Realloc(buffer->data, capacity);
@@ -752,10 +752,22 @@ static PyObject *kernel_filter_body(PyObject *self, PyObject *args) {
     MessageParts parts;
     char message[MESSAGE_SIZE];
     if (message_parts(&in, &parts) < 0) goto decline;
-    if (PUT_LITERAL(&names, "[") < 0 || PUT_LITERAL(&priorities, "[") < 0 ||
-        PUT_LITERAL(&answer, "{\"Nodes\":null,\"NodeNames\":") < 0) {
+    /* Every buffer sized once for the most it can take, then written without checks: ~3,000 small appends
+     * per request, each re-checking its room, were most of the writing's cost. */
+    size_t all_names = 0, rejected_count = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        all_names += (size_t)lengths[i];
+        rejected_count += (size_t)rejected[i];
+    }
+    size_t reason_room = (size_t)unknown_size > MESSAGE_SIZE ? (size_t)unknown_size : MESSAGE_SIZE;
+    if (reserve(&names, all_names + 3 * (size_t)count + 2) < 0 ||
+        reserve(&priorities, all_names + 23 * (size_t)count + 2) < 0 ||
+        reserve(&failures, all_names + 6 * (size_t)count + rejected_count * reason_room + 1) < 0) {
         goto done;
     }
+    char *n = names.data, *l = priorities.data, *f = failures.data;
+    *n++ = '[';
+    *l++ = '[';
     for (Py_ssize_t i = 0; i < count; i++) {
         const Candidate *c = &candidates[i];
         const char *name = text + starts[i];
@@ -768,29 +780,41 @@ static PyObject *kernel_filter_body(PyObject *self, PyObject *args) {
                 if (reason_size < 0) goto decline;
                 reason = message;
             }
-            if ((failed++ && PUT_LITERAL(&failures, ",") < 0) || PUT_LITERAL(&failures, "\"") < 0 ||
-                put(&failures, name, length) < 0 || PUT_LITERAL(&failures, "\":\"") < 0 ||
-                put(&failures, reason, (size_t)reason_size) < 0 || PUT_LITERAL(&failures, "\"") < 0) {
-                goto done;
-            }
+            if (failed++) *f++ = ',';
+            *f++ = '"';
+            f = append(f, name, length);
+            f = append(f, "\":\"", 3);
+            f = append(f, reason, (size_t)reason_size);
+            *f++ = '"';
             continue;
         }
         long graded = score_of(&in, c);
         if (graded < 0) goto decline;
-        char score[4];
-        int score_size = snprintf(score, sizeof score, "%ld", graded);
-        if ((passed && (PUT_LITERAL(&names, ",") < 0 || PUT_LITERAL(&priorities, ",") < 0)) ||
-            PUT_LITERAL(&names, "\"") < 0 || put(&names, name, length) < 0 || PUT_LITERAL(&names, "\"") < 0 ||
-            PUT_LITERAL(&priorities, "{\"Host\":\"") < 0 || put(&priorities, name, length) < 0 ||
-            PUT_LITERAL(&priorities, "\",\"Score\":") < 0 || put(&priorities, score, (size_t)score_size) < 0 ||
-            PUT_LITERAL(&priorities, "}") < 0) {
-            goto done;
+        if (passed++) {
+            *n++ = ',';
+            *l++ = ',';
         }
-        passed++;
+        *n++ = '"';
+        n = append(n, name, length);
+        *n++ = '"';
+        l = append(l, "{\"Host\":\"", 9);
+        l = append(l, name, length);
+        l = append(l, "\",\"Score\":", 10);
+        /* 0..10 written by hand: snprintf per passed node was ~0.2 us each, a third of the writing. */
+        if (graded == MAX_SCORE) {
+            l = append(l, "10", 2);
+        } else {
+            *l++ = (char)('0' + graded);
+        }
+        *l++ = '}';
     }
-    if (PUT_LITERAL(&names, "]") < 0 || PUT_LITERAL(&priorities, "]") < 0 ||
-        put(&answer, names.data, names.size) < 0 || PUT_LITERAL(&answer, ",\"FailedNodes\":{") < 0 ||
-        put(&answer, failures.data ? failures.data : "", failures.size) < 0 ||
+    *n++ = ']';
+    *l++ = ']';
+    names.size = (size_t)(n - names.data);
+    priorities.size = (size_t)(l - priorities.data);
+    failures.size = (size_t)(f - failures.data);
+    if (PUT_LITERAL(&answer, "{\"Nodes\":null,\"NodeNames\":") < 0 || put(&answer, names.data, names.size) < 0 ||
+        PUT_LITERAL(&answer, ",\"FailedNodes\":{") < 0 || put(&answer, failures.data, failures.size) < 0 ||
         PUT_LITERAL(&answer, "},\"FailedAndUnresolvableNodes\":{},\"Error\":\"\"}") < 0) {
         goto done;
     }
