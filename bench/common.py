@@ -238,35 +238,39 @@ class ServerProcess:
 
 
 # --- a static JSON server in its own process ----------------------------------------------------------------
-def start_json_server(path: Path, port: int, restamp_key: str = "", log_path: Path | None = None) -> ServerProcess:
+def start_json_server(path: Path, port: int, restamp_key: str = "", log_path: Path | None = None,
+                      restamp_every: float = 0.0) -> ServerProcess:
     """Serve the JSON document in `path` on every GET, from a separate process (see `serve_json`)."""
     argv = [sys.executable, str(Path(__file__).resolve()), "serve-json", str(path), str(port)]
     if restamp_key:
-        argv.append(restamp_key)
+        argv += [restamp_key, str(restamp_every)]
     return ServerProcess(argv, env=os.environ, log_path=log_path)
 
 
-def serve_json(path: Path, port: int, restamp_key: str = "") -> None:
-    """Answer every GET with the document; with `restamp_key`, set that key to the current epoch time.
+def serve_json(path: Path, port: int, restamp_key: str = "", restamp_every: float = 0.0) -> None:
+    """Answer every GET with the document; with `restamp_key`, set that key to the current epoch time, at
+    most once per `restamp_every` seconds (0: on every GET).
 
     Why restamp: the predictor snapshot carries `generated_at`, and the extender treats one older than
     GUARDGRID_SNAPSHOT_MAX_AGE_SECONDS as stale; a fixed file would silently switch the extender to its
-    fallback half-way through a long run.
+    fallback half-way through a long run. Why not on every GET: the predictor publishes a new snapshot once
+    per cycle (GUARDGRID_CYCLE_SECONDS), and an extender's refresher parses only a changed one.
     """
     import orjson  # imported here so the statistics helpers above stay standard-library only
 
     document = orjson.loads(Path(path).read_bytes())
-    fixed = orjson.dumps(document)
+    served = [orjson.dumps(document), -math.inf]  # the body, and when it was stamped
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if restamp_key:
-                document[restamp_key] = time.time()
-                body = orjson.dumps(document)
-            else:
-                body = fixed
+            with lock:
+                if restamp_key and time.time() - served[1] >= restamp_every:
+                    document[restamp_key] = served[1] = time.time()
+                    served[0] = orjson.dumps(document)
+                body = served[0]
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -304,6 +308,7 @@ def gc_paused() -> Iterator[None]:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "serve-json":
-        serve_json(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "")
+        serve_json(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "",
+                   float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)
     else:
-        sys.exit("usage: python bench/common.py serve-json FILE PORT [RESTAMP_KEY]")
+        sys.exit("usage: python bench/common.py serve-json FILE PORT [RESTAMP_KEY [EVERY_SECONDS]]")

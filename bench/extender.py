@@ -62,6 +62,7 @@ from bench.common import (REPO, ServerProcess, free_port, gc_paused, latency_sum
                           start_json_server, tree_memory, wait_http_ready)
 from bench.trace_cluster import (MIB, TRACE_CREDIT, TraceCluster, TrainingJob, build_cluster,  # noqa: E402
                                  forecast_snapshot, write_cluster_file)
+from guardgrid.config import load_settings  # noqa: E402
 
 POD_TEMPLATE = REPO / "tests" / "fixtures" / "kube-scheduler" / "node-cache" / "filter-args.json"
 # kube-scheduler's adaptive percentageOfNodesToScore at 5000 nodes is 50 - 5000/125 = 10%: it stops after
@@ -534,7 +535,6 @@ def profile_worker(workdir: Path) -> dict[str, Any]:
     from extender import metrics
     from extender.service import ExtenderService
     from extender.wire import filter_result, parse_extender_args, priority_list
-    from guardgrid.config import load_settings
     from guardgrid.kubeapi.memory import load_cluster_file
     from guardgrid.placement import PodDemand, evaluate, filter_decisions, scores
     from guardgrid.records import node_from_dict, pod_from_dict
@@ -880,8 +880,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         log(f"EXPERIMENT: extra gunicorn settings for every stack: {server_args}")
     forecast_settled = lambda r: r.requested_messages == 0 and r.forecast_messages > 0  # noqa: E731
     snapshot_port = free_port()
+    # A new snapshot once per predictor cycle, as the predictor publishes them (the refreshers fetch every
+    # GUARDGRID_SNAPSHOT_REFRESH_SECONDS and parse only a changed one).
     snapshot_server = start_json_server(workdir / "snapshot.json", snapshot_port, "generated_at",
-                                        log_path=workdir / "snapshot-server.log")
+                                        log_path=workdir / "snapshot-server.log",
+                                        restamp_every=load_settings({}).cycle_seconds)
     try:
         wait_http_ready(snapshot_port, "/v1/snapshot", 30, process=snapshot_server.process)
         forecast_env = {**cluster_env, "GUARDGRID_PREDICTOR_URL": f"http://127.0.0.1:{snapshot_port}"}

@@ -173,6 +173,27 @@ def test_tree_memory_counts_this_process_and_its_children():
     assert memory.pss_bytes > 0
 
 
+def test_the_json_server_restamps_generated_at_at_most_once_per_period(tmp_path):
+    path = tmp_path / "snapshot.json"
+    path.write_bytes(orjson.dumps({"generated_at": 1.0, "kind": "Snapshot"}))
+    port = free_port()
+    server = start_json_server(path, port, "generated_at", restamp_every=3600)
+    try:
+        wait_http_ready(port, "/v1/snapshot", 20, process=server.process, interval=0.05)
+        bodies = []
+        for _ in range(2):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", "/v1/snapshot")
+                bodies.append(connection.getresponse().read())
+            finally:
+                connection.close()
+        assert bodies[0] == bodies[1]  # one predictor cycle: the same snapshot, which refreshers skip
+        assert orjson.loads(bodies[0])["generated_at"] > 1.0  # but stamped when first served
+    finally:
+        server.stop()
+
+
 def test_the_json_server_restamps_generated_at_on_every_get(tmp_path):
     path = tmp_path / "snapshot.json"
     path.write_bytes(orjson.dumps({"generated_at": 1.0, "kind": "Snapshot"}))
