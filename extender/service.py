@@ -60,6 +60,7 @@ class _FilterContext:
     now: float
     demand: PodDemand
     since: float | None
+    recent: dict[str, float]  # in-flight memory by node as of `since` (empty without a fresh snapshot)
     generation: int
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class ExtenderService:
         if layout is not None:
             context = self._context(layout.pod)
             decided = filter_body_decision(self.state, context.snapshot, self.aligner, context.demand, body,
-                                           layout.names_start, layout.names_end, self.settings, context.since)
+                                           layout.names_start, layout.names_end, self.settings, context.since,
+                                           context.recent)
             if decided is not None:
                 def prepare() -> tuple[bytes, bytes]:
                     return node_cache_request(layout.pod_json, [], decided.names_json), decided.priority_list
@@ -119,7 +121,7 @@ class ExtenderService:
         context = self._context(args.pod)
         decided = None if args.full_mode or not self.compiled else filter_decision(
             self.state, context.snapshot, self.aligner, context.demand, args.node_names, self.settings,
-            context.since)
+            context.since, context.recent)
         evaluation: Evaluation | None = None
         keep: npt.NDArray[np.bool_] | None = None
         if decided is not None:  # the compiled kernel: the same answer as below, in one pass of C
@@ -153,9 +155,9 @@ class ExtenderService:
         snapshot, now = self.snapshot(), self.clock()
         demand = PodDemand.of(pod, snapshot)
         since = inflight_since(snapshot, now, self.settings)
-        if since is not None:
-            self.state.inflight_by_node(since)  # expire old binds first, so that evaluate changes nothing
-        return _FilterContext(snapshot, now, demand, since, self.state.generation)
+        # Expires old binds first, so that evaluating changes nothing (and the generation read after holds).
+        recent = self.state.inflight_by_node(since) if since is not None else {}
+        return _FilterContext(snapshot, now, demand, since, recent, self.state.generation)
 
     def _afterwards(self, context: _FilterContext, passed_count: int, rejections: Mapping[str, int],
                     prepare: Callable[[], tuple[bytes, bytes]] | None, evaluation: Evaluation | None = None,

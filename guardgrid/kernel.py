@@ -50,8 +50,10 @@ class KernelFilter:
 
 
 def _shared_arguments(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
-                      settings: Settings, since: float | None) -> tuple[object, ...] | None:
-    """The kernel's arguments after the candidates, as `evaluate` would read them; None: Python decides."""
+                      settings: Settings, since: float | None,
+                      recent: dict[str, float] | None) -> tuple[object, ...] | None:
+    """The kernel's arguments after the candidates, as `evaluate` would read them; None: Python decides.
+    `recent`: `state.inflight_by_node(since)` when the caller already has it."""
     table = state.table
     index = table.name_index
     if _kernel is None or index.exact or len(table) == 0:
@@ -63,7 +65,7 @@ def _shared_arguments(state: ClusterState, snapshot: Snapshot | None, aligner: F
     if since is not None:
         assert snapshot is not None
         forecast = aligner.align(snapshot, table).columns
-        recent = state.inflight_by_node(since)
+        recent = state.inflight_by_node(since) if recent is None else recent
     else:
         forecast, recent = None, {}
     return (index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
@@ -75,7 +77,8 @@ def _shared_arguments(state: ClusterState, snapshot: Snapshot | None, aligner: F
 
 
 def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
-                    candidates: Sequence[str], settings: Settings, since: float | None) -> KernelFilter | None:
+                    candidates: Sequence[str], settings: Settings, since: float | None,
+                    recent: dict[str, float] | None = None) -> KernelFilter | None:
     """The filter for `pod` over `candidates`, or None: then decide with guardgrid.placement.
 
     `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
@@ -83,7 +86,7 @@ def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: For
     """
     if not isinstance(candidates, list):
         return None
-    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since)
+    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since, recent)
     if shared is None:
         return None
     outcome = _kernel.filter(candidates, *shared)
@@ -104,14 +107,14 @@ class BodyFilter:
 
 def filter_body_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner,
                          pod: PodDemand, body: bytes, start: int, end: int, settings: Settings,
-                         since: float | None) -> BodyFilter | None:
+                         since: float | None, recent: dict[str, float] | None = None) -> BodyFilter | None:
     """The filter for the candidates in `body[start:end]`, a `"NodeNames"` JSON array, straight from and to
     bytes; None when the names are not all plain (no escapes), or anything `filter_decision` declines.
 
     Why: ~500 str objects made, hashed and collected into lists and dicts, then encoded again, were a third of
     a compiled filter's time in a worker (docs/bench-extender.md, "Fourth round").
     """
-    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since)
+    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since, recent)
     if shared is None:
         return None
     outcome = _kernel.filter_body(body, start, end, *shared)

@@ -371,3 +371,14 @@ def test_under_gunicorn_a_body_cut_short_by_the_client_is_a_400_with_the_reason(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 BAD REQUEST\r\n")
     assert orjson.loads(body)["Error"].startswith("filter: request body ended after 100 of the")
+
+
+def test_a_request_is_observed_once_its_answer_is_sent_with_the_time_until_it_was_ready():
+    observed: list[tuple[str, int, float]] = []
+    hot = serve_hot_verbs(Flask("bare"), {"verb": lambda body: (body, None)}, LIMIT,
+                          observe=lambda verb, status, seconds: observed.append((verb, status, seconds)))
+    answered = Answered(hot, environ("/verb", b"{}"))
+    assert observed == []  # the metrics writes wait: the scheduler does not
+    answered.close()
+    [(verb, status, seconds)] = observed
+    assert (verb, status) == ("verb", 200) and seconds > 0
