@@ -759,7 +759,11 @@ static PyObject *kernel_filter_body(PyObject *self, PyObject *args) {
         all_names += (size_t)lengths[i];
         rejected_count += (size_t)rejected[i];
     }
-    size_t reason_room = (size_t)unknown_size > MESSAGE_SIZE ? (size_t)unknown_size : MESSAGE_SIZE;
+    /* The longest message risk_message can write with these parts (numbers at most 40 characters, sizes 44),
+     * not MESSAGE_SIZE: at 512 bytes each, 200 rejections rounded the buffer up to 128 KiB, glibc's mmap
+     * threshold, and a fresh mapping per request is a page fault per 4 KiB written. */
+    size_t risk_room = 30 + 40 + (size_t)parts.over_length + 10 + 44 + (size_t)parts.pod_length + 44 + 1;
+    size_t reason_room = (size_t)unknown_size > risk_room ? (size_t)unknown_size : risk_room;
     if (reserve(&names, all_names + 3 * (size_t)count + 2) < 0 ||
         reserve(&priorities, all_names + 23 * (size_t)count + 2) < 0 ||
         reserve(&failures, all_names + 6 * (size_t)count + rejected_count * reason_room + 1) < 0) {
