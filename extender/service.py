@@ -30,7 +30,7 @@ from extender.wire import (
 )
 from guardgrid.config import Settings
 from guardgrid.filter_memory import FilterMemory
-from guardgrid.kernel import filter_body_decision, filter_decision
+from guardgrid.kernel import filter_body_decision
 from guardgrid.placement import (
     Evaluation,
     ForecastAligner,
@@ -72,8 +72,9 @@ class ExtenderService:
     def __init__(self, state: ClusterState, settings: Settings,
                  snapshot: Callable[[], Snapshot | None] = lambda: None,
                  clock: Callable[[], float] = time.time, compiled: bool = True) -> None:
-        """`compiled`: filter with the compiled kernel when it is built (guardgrid.kernel); the answers are
-        the same either way, so only tests of the Python path and of FilterMemory.recall turn it off."""
+        """`compiled`: filter kube-scheduler's bodies with the compiled kernel when it is built
+        (guardgrid.kernel); the answers are the same either way, so only tests of the Python path turn it
+        off."""
         self.state = state
         self.compiled = compiled
         self.settings = settings
@@ -103,7 +104,7 @@ class ExtenderService:
                                            context.recent)
             if decided is not None:
                 def prepare() -> tuple[bytes, bytes]:
-                    return node_cache_request(layout.pod_json, [], decided.names_json), decided.priority_list
+                    return node_cache_request(layout.pod_json, decided.names_json), decided.priority_list
 
                 rejections = {"unknown_node": decided.unknown, "oom_risk": decided.oom_risk}
                 return decided.answer, self._afterwards(context, decided.passed, rejections, prepare)
@@ -111,7 +112,8 @@ class ExtenderService:
 
     def filter_then(self, args: ExtenderArgs) -> tuple[bytes, Callable[[], None]]:
         """The filter's answer, and the work that may wait until the answer is on the wire: preparing the
-        prioritize answer (FilterMemory), remembering the figures, counting rejections.
+        prioritize answer (FilterMemory), remembering the figures, counting rejections. Decided in Python
+        (guardgrid.placement): the compiled path is `filter_body_then`'s, for kube-scheduler's own bytes.
 
         Why split: the HTTP app runs the second part after the response is sent (the WSGI response's close(),
         extender.hot_path), while kube-scheduler reads the answer and builds its prioritize request, so the
@@ -119,36 +121,20 @@ class ExtenderService:
         so the prioritize that follows always finds it done.
         """
         context = self._context(args.pod)
-        decided = None if args.full_mode or not self.compiled else filter_decision(
-            self.state, context.snapshot, self.aligner, context.demand, args.node_names, self.settings,
-            context.since, context.recent)
-        evaluation: Evaluation | None = None
-        keep: npt.NDArray[np.bool_] | None = None
-        if decided is not None:  # the compiled kernel: the same answer as below, in one pass of C
-            passed, failed = decided.passed, decided.failed
-            rejections: Mapping[str, int] = {"unknown_node": decided.unknown,
-                                             "oom_risk": len(failed) - decided.unknown}
-        else:
-            evaluation = evaluate(self.state, context.snapshot, self.aligner, context.demand, args.node_names,
-                                  self.settings, context.now)
-            keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
-            passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
-            rejections = Counter(reasons.values())
+        evaluation = evaluate(self.state, context.snapshot, self.aligner, context.demand, args.node_names,
+                              self.settings, context.now)
+        keep = passed_mask(evaluation, self.settings.risk_threshold, self.settings.filter_keep_least_risky)
+        passed, failed, reasons = explain_filter(evaluation, keep, self.settings.risk_threshold)
 
         def prepare() -> tuple[bytes, bytes]:
-            if decided is not None:
-                if decided.names_json is not None and decided.priority_list is not None:
-                    return node_cache_request(args.pod_json, passed, decided.names_json), decided.priority_list
-                return node_cache_request(args.pod_json, passed), priority_list(passed, decided.scores)
-            assert evaluation is not None and keep is not None
             # Scored over all candidates, then the passed picked out: element-wise, so the same scores as
             # for the passed alone, without gathering every figure of the evaluation first.
             scored = score_array(evaluation, self.settings)[keep].tolist()
             return node_cache_request(args.pod_json, passed), priority_list(passed, scored)
 
         preparable = bool(args.pod_json) and not args.full_mode
-        after = self._afterwards(context, len(passed), rejections, prepare if preparable else None, evaluation,
-                                 keep, passed)
+        after = self._afterwards(context, len(passed), Counter(reasons.values()), prepare if preparable else None,
+                                 evaluation, keep, passed)
         return filter_result(args, passed, failed), after
 
     def _context(self, pod: PodRecord) -> _FilterContext:

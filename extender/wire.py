@@ -109,7 +109,6 @@ class _RecentPod:
         self.entry = (key, record)
         return record, key
 
-
     def record_of_json(self, pod_json: bytes) -> PodRecord | None:
         """The record of a pod given as its JSON bytes (the same bytes as last time: the same record), or None
         when they are not a readable Pod (a caller then parses the whole body, which words the error)."""
@@ -236,12 +235,12 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
     return PreemptionArgs(pod, candidates)
 
 
-def node_cache_request(pod_json: bytes, names: list[str], names_json: bytes | None = None) -> bytes:
+def node_cache_request(pod_json: bytes, names: list[str] | bytes) -> bytes:
     """The ExtenderArgs body kube-scheduler sends with nodeCacheCapable, as it encodes it: Go's field order,
-    the unused `Nodes` null, no spaces (the captured bodies re-encode to themselves with orjson).
-    `names_json`, when given, is `names` already encoded so (the compiled filter writes it)."""
-    return (b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":'
-            + (orjson.dumps(names) if names_json is None else names_json) + b"}")
+    the unused `Nodes` null, no spaces (the captured bodies re-encode to themselves with orjson). `names` as
+    bytes are the names already encoded so (the compiled filter writes them)."""
+    names_json = names if isinstance(names, bytes) else orjson.dumps(names)
+    return b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":' + names_json + b"}"
 
 
 def filter_result(args: ExtenderArgs, passed: list[str], failed: Mapping[str, str],

@@ -14,8 +14,9 @@
  * array: numpy's SIMD exp differs from libm's in the last bit for ~4% of inputs. Text uses "%.Nf", which
  * glibc, like Python's float formatting, rounds exactly from the binary value.
  *
- * Whatever this code is not sure to reproduce (a NaN anywhere, a non-str name, a name table that needs
- * exact lookups) makes it return None, and the caller decides in Python instead.
+ * It reads the candidates straight from a request body in kube-scheduler's own layout and writes the answer
+ * as bytes. Whatever it is not sure to reproduce (a NaN anywhere, a name JSON escapes or sent twice, a name
+ * table that needs exact lookups) makes it return None, and the caller decides in Python instead.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -137,77 +138,6 @@ static int format_bytes(char *out, double amount) {
 static inline char *append(char *at, const char *text, size_t length) {
     memcpy(at, text, length);
     return at + length;
-}
-
-/* ---- answers written as bytes -------------------------------------------------------------------- */
-
-/* A name JSON writes verbatim (ASCII, no quote, backslash or control character): its bytes, else NULL. */
-static const char *plain_name(PyObject *name, Py_ssize_t *size) {
-    if (!PyUnicode_IS_COMPACT_ASCII(name)) return NULL;
-    const unsigned char *bytes = (const unsigned char *)PyUnicode_DATA(name);
-    Py_ssize_t length = PyUnicode_GET_LENGTH(name);
-    for (Py_ssize_t i = 0; i < length; i++) {
-        if (bytes[i] < 0x20 || bytes[i] == '"' || bytes[i] == '\\') return NULL;
-    }
-    *size = length;
-    return (const char *)bytes;
-}
-
-/* The passed names as orjson.dumps writes a list of them, and their HostPriorityList byte for byte as
- * extender.wire.priority_list writes it; (None, None) when a name would need escaping (Python writes them
- * then). Why here: the filter prepares both for the prioritize call that follows (FilterMemory), and in
- * Python that was ~45 us of the ~65 us it does after each filter answer. */
-static PyObject *passed_as_json(PyObject *passed, const long *scores) {
-    Py_ssize_t count = PyList_GET_SIZE(passed), names_size = 2, list_size = 2, size;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (plain_name(PyList_GET_ITEM(passed, i), &size) == NULL) return Py_BuildValue("(OO)", Py_None, Py_None);
-        names_size += size + 3;                                      /* "name", */
-        list_size += size + (Py_ssize_t)sizeof "{\"Host\":\"\",\"Score\":10}," - 1;
-    }
-    PyObject *names = PyBytes_FromStringAndSize(NULL, names_size);
-    PyObject *list = PyBytes_FromStringAndSize(NULL, list_size);
-    if (names == NULL || list == NULL) {
-        Py_XDECREF(names);
-        Py_XDECREF(list);
-        return NULL;
-    }
-    char *n = PyBytes_AS_STRING(names), *l = PyBytes_AS_STRING(list);
-    *n++ = '[';
-    *l++ = '[';
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const char *text = plain_name(PyList_GET_ITEM(passed, i), &size);
-        if (i) {
-            *n++ = ',';
-            *l++ = ',';
-        }
-        *n++ = '"';
-        n = append(n, text, (size_t)size);
-        *n++ = '"';
-        l = append(l, "{\"Host\":\"", 9);
-        l = append(l, text, (size_t)size);
-        l = append(l, "\",\"Score\":", 10);
-        if (scores[i] == MAX_SCORE) {
-            l = append(l, "10", 2);
-        } else {
-            *l++ = (char)('0' + scores[i]);
-        }
-        *l++ = '}';
-    }
-    *n++ = ']';
-    *l++ = ']';
-    /* Shrink to what was written: the sizes above reserved two score digits and a comma per entry. */
-    if (_PyBytes_Resize(&names, n - PyBytes_AS_STRING(names)) < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    if (_PyBytes_Resize(&list, l - PyBytes_AS_STRING(list)) < 0) {
-        Py_DECREF(names);
-        return NULL;
-    }
-    PyObject *pair = PyTuple_Pack(2, names, list);
-    Py_DECREF(names);
-    Py_DECREF(list);
-    return pair;
 }
 
 /* ---- the decision -------------------------------------------------------------------------------- */
@@ -514,105 +444,6 @@ static int risk_message(char *message, const MessageParts *parts, const Candidat
     return (int)(at - message);
 }
 
-PyDoc_STRVAR(filter_doc,
-"filter(names, bucket_hashes, slot_rows, mask, memory, forecast, own_slot, inflight, existing_row,\n"
-"       existing_request, peak, threshold, keep_least_risky, fallback_spread, fault_prior,\n"
-"       fault_reference, weight_risk, weight_balance, weight_fault, unknown_message)\n"
-"--\n\n"
-"(passed names, failed name -> message, unknown rejections, passed nodes' scores, the passed names as\n"
-"JSON, their HostPriorityList as JSON), or None when the Python decision must answer instead; the two\n"
-"JSON texts are None when a name needs escaping. See guardgrid/kernel.py for the arguments.");
-
-static PyObject *kernel_filter(PyObject *self, PyObject *args) {
-    Inputs in = {0};
-    PyObject *names = PyTuple_Size(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
-    if (names == NULL || !PyList_Check(names)) {
-        PyErr_SetString(PyExc_TypeError, "filter: the first argument must be the list of candidate names");
-        return NULL;
-    }
-    PyObject *result = NULL, *passed = NULL, *failed = NULL, *scores = NULL;
-    Py_ssize_t count = PyList_GET_SIZE(names);
-    Candidate *candidates = PyMem_Malloc(sizeof(Candidate) * (size_t)(count ? count : 1));
-    char *rejected = PyMem_Malloc((size_t)(count ? count : 1));
-    long *passed_scores = PyMem_Malloc(sizeof(long) * (size_t)(count ? count : 1));
-    if (candidates == NULL || rejected == NULL || passed_scores == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    int status = read_inputs(args, 1, &in);
-    if (status == DECLINED) goto decline;
-    if (status == FAILED) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *name = PyList_GET_ITEM(names, i);
-        if (!PyUnicode_CheckExact(name)) goto decline;
-        if ((candidates[i].hash = PyObject_Hash(name)) == -1) goto done;
-    }
-    status = decide(&in, candidates, count, rejected);
-    if (status == DECLINED) goto decline;
-    if (status == FAILED) goto done;
-
-    /* explain_filter's names and messages, score_array's scores for the passed. */
-    MessageParts parts;
-    char message[MESSAGE_SIZE];
-    if (message_parts(&in, &parts) < 0) goto decline;
-    passed = PyList_New(0);
-    failed = PyDict_New();
-    scores = PyList_New(0);
-    if (passed == NULL || failed == NULL || scores == NULL) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Candidate *c = &candidates[i];
-        PyObject *name = PyList_GET_ITEM(names, i);
-        if (rejected[i]) {
-            PyObject *text;
-            if (!c->known) {
-                text = Py_NewRef(in.unknown_message);
-            } else {
-                int length = risk_message(message, &parts, c);
-                if (length < 0) goto decline;
-                text = PyUnicode_New(length, 127);
-                if (text == NULL) goto done;
-                memcpy(PyUnicode_DATA(text), message, (size_t)length);
-            }
-            int stored = PyDict_SetItem(failed, name, text);
-            Py_DECREF(text);
-            if (stored < 0) goto done;
-            continue;
-        }
-        long graded = score_of(&in, c);
-        if (graded < 0) goto decline;
-        passed_scores[PyList_GET_SIZE(scores)] = graded;
-        PyObject *score = PyLong_FromLong(graded);
-        if (score == NULL) goto done;
-        int appended = PyList_Append(scores, score);
-        Py_DECREF(score);
-        if (appended < 0 || PyList_Append(passed, name) < 0) goto done;
-    }
-    /* Rejections by reason, counted per distinct name as the metrics count them. */
-    Py_ssize_t unknown = 0, position = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(failed, &position, &key, &value)) {
-        if (value == in.unknown_message) unknown++;
-    }
-    PyObject *as_json = passed_as_json(passed, passed_scores);
-    if (as_json == NULL) goto done;
-    result = Py_BuildValue("(OOnOOO)", passed, failed, unknown, scores, PyTuple_GET_ITEM(as_json, 0),
-                           PyTuple_GET_ITEM(as_json, 1));
-    Py_DECREF(as_json);
-    goto done;
-
-decline:
-    result = Py_NewRef(Py_None);
-done:
-    free_inputs(&in);
-    Py_XDECREF(passed);
-    Py_XDECREF(failed);
-    Py_XDECREF(scores);
-    PyMem_Free(candidates);
-    PyMem_Free(rejected);
-    PyMem_Free(passed_scores);
-    return result;
-}
-
 /* ---- the raw request body ------------------------------------------------------------------------ */
 
 /* Whether _Py_HashBytes gives str's hash for ASCII text (CPython hashes a 1-byte-kind str as its bytes):
@@ -844,7 +675,6 @@ done:
 }
 
 static PyMethodDef kernel_methods[] = {
-    {"filter", kernel_filter, METH_VARARGS, filter_doc},
     {"filter_body", kernel_filter_body, METH_VARARGS, filter_body_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -4,16 +4,14 @@ Why: the same decision as `evaluate` + `passed_mask` + `explain_filter` + `score
 in one pass of C instead of ~40 numpy calls and ~150 distinct lines of Python, which cost 0.65-0.9 ms per
 filter in a gunicorn worker whose caches go cold between requests (docs/bench-extender.md).
 
-The Python decision stays the reference and the fallback: `filter_decision` returns None when the module is
-not built (`make` builds it; see scripts/build_kernel.py), when the name table needs exact lookups, or when
-the kernel meets anything it does not reproduce bit for bit (a NaN figure, say). tests/test_kernel.py
-compares the two on random clusters, answer by answer.
+The Python decision stays the reference and the fallback: `filter_body_decision` returns None when the
+module is not built (`make` builds it; see scripts/build_kernel.py), when the name table needs exact lookups,
+or when the kernel meets anything it does not reproduce bit for bit (a NaN figure, a name JSON escapes).
+tests/test_kernel.py compares the two on random clusters and bodies, byte for byte.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from guardgrid.config import Settings
@@ -26,71 +24,11 @@ try:
 except ImportError:  # not built: every decision is the Python one
     _kernel = None  # type: ignore[assignment]
 
-__all__ = ["BodyFilter", "KernelFilter", "available", "filter_body_decision", "filter_decision"]
-
-log = logging.getLogger(__name__)
+__all__ = ["BodyFilter", "available", "filter_body_decision"]
 
 
 def available() -> bool:
     return _kernel is not None
-
-
-@dataclass(frozen=True, slots=True)
-class KernelFilter:
-    """A filter's outcome: what explain_filter returns, and the passed nodes' scores (score_array)."""
-
-    passed: list[str]
-    failed: dict[str, str]  # name -> message, as explain_filter words it
-    unknown: int  # rejections of nodes not in the cache; the rest of `failed` are OOM-risk rejections
-    scores: list[int]  # for `passed`, in its order
-    # `passed` as orjson.dumps writes it, and its HostPriorityList as extender.wire.priority_list writes it:
-    # both None when a name needs JSON escaping (Python writes them then).
-    names_json: bytes | None
-    priority_list: bytes | None
-
-
-def _shared_arguments(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
-                      settings: Settings, since: float | None,
-                      recent: dict[str, float] | None) -> tuple[object, ...] | None:
-    """The kernel's arguments after the candidates, as `evaluate` would read them; None: Python decides.
-    `recent`: `state.inflight_by_node(since)` when the caller already has it."""
-    table = state.table
-    index = table.name_index
-    if _kernel is None or index.exact or len(table) == 0:
-        return None
-    existing = state.pods.get(pod.uid)
-    existing_row = -1
-    if existing is not None and existing.holds_memory:
-        existing_row = table.index.get(existing.node_name, -1)
-    if since is not None:
-        assert snapshot is not None
-        forecast = aligner.align(snapshot, table).columns
-        recent = state.inflight_by_node(since) if recent is None else recent
-    else:
-        forecast, recent = None, {}
-    return (index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
-            dict(state.own_standby(pod.job)), recent, existing_row,
-            float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
-            settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
-            settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
-            settings.weight_fault, UNKNOWN_NODE_MESSAGE)
-
-
-def filter_decision(state: ClusterState, snapshot: Snapshot | None, aligner: ForecastAligner, pod: PodDemand,
-                    candidates: Sequence[str], settings: Settings, since: float | None,
-                    recent: dict[str, float] | None = None) -> KernelFilter | None:
-    """The filter for `pod` over `candidates`, or None: then decide with guardgrid.placement.
-
-    `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
-    dropped), exactly as `evaluate` would compute it.
-    """
-    if not isinstance(candidates, list):
-        return None
-    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since, recent)
-    if shared is None:
-        return None
-    outcome = _kernel.filter(candidates, *shared)
-    return KernelFilter(*outcome) if outcome is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +47,35 @@ def filter_body_decision(state: ClusterState, snapshot: Snapshot | None, aligner
                          pod: PodDemand, body: bytes, start: int, end: int, settings: Settings,
                          since: float | None, recent: dict[str, float] | None = None) -> BodyFilter | None:
     """The filter for the candidates in `body[start:end]`, a `"NodeNames"` JSON array, straight from and to
-    bytes; None when the names are not all plain (no escapes), or anything `filter_decision` declines.
+    bytes; None when the names are not all plain (no escapes, each sent once), or for anything else the kernel
+    does not reproduce (see the module's docstring): then decide with guardgrid.placement.
 
-    Why: ~500 str objects made, hashed and collected into lists and dicts, then encoded again, were a third of
-    a compiled filter's time in a worker (docs/bench-extender.md, "Fourth round").
+    `since` is `inflight_since(snapshot, now, settings)`, already applied to the state (its expired binds
+    dropped), exactly as `evaluate` would compute it; `recent` is `state.inflight_by_node(since)` when the
+    caller already has it. The figures are read as `evaluate` reads them.
+
+    Why bytes: ~500 str objects made, hashed and collected into lists and dicts, then encoded again, were a
+    third of a compiled filter's time in a worker (docs/bench-extender.md, "Fourth round").
     """
-    shared = _shared_arguments(state, snapshot, aligner, pod, settings, since, recent)
-    if shared is None:
+    table = state.table
+    index = table.name_index
+    if _kernel is None or index.exact or len(table) == 0:
         return None
-    outcome = _kernel.filter_body(body, start, end, *shared)
+    existing = state.pods.get(pod.uid)
+    existing_row = -1
+    if existing is not None and existing.holds_memory:
+        existing_row = table.index.get(existing.node_name, -1)
+    if since is not None:
+        assert snapshot is not None
+        forecast = aligner.align(snapshot, table).columns
+        recent = state.inflight_by_node(since) if recent is None else recent
+    else:
+        forecast, recent = None, {}
+    outcome = _kernel.filter_body(
+        body, start, end, index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
+        dict(state.own_standby(pod.job)), recent, existing_row,
+        float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
+        settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
+        settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
+        settings.weight_fault, UNKNOWN_NODE_MESSAGE)
     return BodyFilter(*outcome) if outcome is not None else None

@@ -40,7 +40,8 @@ class Clock:
 
 
 def _service(state: ClusterState, snapshot: Snapshot, clock: Clock, compiled: bool = False) -> ExtenderService:
-    """By default the Python filter, whose figures `recall` reuses; the compiled kernel keeps none."""
+    """By default the Python filter, whose figures `recall` reuses; the compiled kernel keeps none, and
+    filters only whole bodies (`filter_body_then`)."""
     return ExtenderService(state, SETTINGS, lambda: snapshot, clock=clock, compiled=compiled)
 
 
@@ -126,10 +127,12 @@ def test_the_captured_prioritize_body_is_exactly_the_one_its_filter_predicts():
 
 
 def _filter_body(service: ExtenderService) -> tuple[list[str], bytes]:
-    """Filter the captured body; the passed names and the prioritize body kube-scheduler would send next."""
-    args = parse_extender_args(FILTER_BODY)
-    passed = orjson.loads(service.filter(args))["NodeNames"]
-    return passed, node_cache_request(args.pod_json, passed)
+    """Filter the captured body as the app does (compiled when the service is); the passed names and the
+    prioritize body kube-scheduler would send next."""
+    answer, after = service.filter_body_then(FILTER_BODY)
+    after()
+    passed = orjson.loads(answer)["NodeNames"]
+    return passed, node_cache_request(parse_extender_args(FILTER_BODY).pod_json, passed)
 
 
 BOTH_FILTERS = pytest.mark.parametrize("compiled", [False, True], ids=["python-filter", "compiled-filter"])
