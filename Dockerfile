@@ -15,12 +15,13 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --no-compile -r /tmp/requirements.txt \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
-# The extender's compiled filter (guardgrid/_kernel.c): built here, where a C compiler may be, and copied
-# into the final image as one .so; without it the extender still runs, at the Python decision's speed.
+# The extender's compiled filter and pod reader (guardgrid/_kernel.c, _pod_reader.c): built here, where a C
+# compiler may be, and copied into the final image as one .so; without it the extender still runs, at the
+# Python decision's speed.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
-COPY guardgrid/_kernel.c /build/guardgrid/_kernel.c
+COPY guardgrid/_kernel.c guardgrid/_pod_reader.c guardgrid/_kernel.h /build/guardgrid/
 COPY scripts/build_kernel.py /build/scripts/build_kernel.py
 RUN cd /build && /opt/venv/bin/python scripts/build_kernel.py
 

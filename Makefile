@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# The extender's compiled filter (guardgrid/_kernel.c); rebuilt only when its source or the script changed.
+# The extender's compiled filter and pod reader (guardgrid/_kernel.c, _pod_reader.c); rebuilt only when a source or the script changed.
 kernel: venv
 	$(PY) scripts/build_kernel.py --if-stale
 

@@ -44,7 +44,7 @@ from guardgrid.placement import (
     score_array,
     scores,
 )
-from guardgrid.records import PodRecord, RecordError, pod_from_dict
+from guardgrid.records import PodEssentials, PodRecord, RecordError, pod_from_dict
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ClusterState
 
@@ -137,7 +137,7 @@ class ExtenderService:
                                  evaluation, keep, passed)
         return filter_result(args, passed, failed), after
 
-    def _context(self, pod: PodRecord) -> _FilterContext:
+    def _context(self, pod: PodRecord | PodEssentials) -> _FilterContext:
         snapshot, now = self.snapshot(), self.clock()
         demand = PodDemand.of(pod, snapshot)
         since = inflight_since(snapshot, now, self.settings)

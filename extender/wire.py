@@ -21,7 +21,8 @@ import orjson
 
 from extender.node_list import NodeItemNames, split_node_list
 from guardgrid.placement import MAX_SCORE
-from guardgrid.records import PodRecord, RecordError, pod_from_dict
+from guardgrid.pod_reader import read_pod_essentials
+from guardgrid.records import PodEssentials, PodRecord, RecordError, pod_from_dict
 
 __all__ = [
     "ExtenderArgs",
@@ -134,7 +135,7 @@ class NodeCacheLayout:
     """A node-cache request in kube-scheduler's own layout, `{"Pod":P,"Nodes":null,"NodeNames":[...]}`, cut
     into its parts without decoding the names (the compiled filter reads them from the bytes)."""
 
-    pod: PodRecord
+    pod: PodEssentials | PodRecord  # what the decision reads of P
     pod_json: bytes  # P, exactly as sent
     names_start: int  # body[names_start:names_end] is the NodeNames array, brackets included
     names_end: int
@@ -143,21 +144,29 @@ class NodeCacheLayout:
 def node_cache_layout(body: bytes) -> NodeCacheLayout | None:
     """The body's parts, or None when it is laid out otherwise or its pod cannot be read (parse it whole).
 
-    Exact: P must decode as one JSON value (orjson says so, or it is the very bytes of a pod decoded before),
+    Exact: P must be one JSON value that `pod_from_dict` reads (the compiled reader says so, reading only
+    the pod's essentials; else orjson and pod_from_dict do, or it is the very bytes of a pod read before),
     and the compiled filter accepts the names part only as a plain JSON array of strings; then the body is
     that object and nothing else. The last separator is the real one: a names array of plain strings cannot
     contain it.
     """
     if not (body.startswith(_NODE_CACHE_HEAD) and body.endswith(_NODE_CACHE_TAIL)):
         return None
-    split = body.rfind(_NODE_CACHE_NAMES)
-    if split < 0:
-        return None
-    pod_json = body[len(_NODE_CACHE_HEAD):split]
-    pod = _RECENT_POD.record_of_json(pod_json)
-    if pod is None:
-        return None
-    return NodeCacheLayout(pod, pod_json, split + len(_NODE_CACHE_NAMES) - 1, len(body) - 1)
+    pod: PodEssentials | PodRecord | None
+    read = read_pod_essentials(body, len(_NODE_CACHE_HEAD))
+    if read is not None:
+        pod, split = read
+        if not body.startswith(_NODE_CACHE_NAMES, split):
+            return None
+    else:
+        split = body.rfind(_NODE_CACHE_NAMES)
+        if split < 0:
+            return None
+        pod = _RECENT_POD.record_of_json(body[len(_NODE_CACHE_HEAD):split])
+        if pod is None:
+            return None
+    return NodeCacheLayout(pod, body[len(_NODE_CACHE_HEAD):split], split + len(_NODE_CACHE_NAMES) - 1,
+                           len(body) - 1)
 
 
 def _pod(data: Mapping[str, Any]) -> tuple[PodRecord, bytes]:

@@ -18,8 +18,7 @@
  * as bytes. Whatever it is not sure to reproduce (a NaN anywhere, a name JSON escapes or sent twice, a name
  * table that needs exact lookups) makes it return None, and the caller decides in Python instead.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_kernel.h"
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
@@ -173,8 +172,6 @@ typedef struct {
     int keep_least_risky;
     PyObject *unknown_message;
 } Inputs;
-
-enum { PARSED = 1, DECLINED = 0, FAILED = -1 };
 
 /* A node-name -> bytes dict spread over rows (placement._per_candidate by row): NULL for an empty dict. */
 static int per_row(PyObject *amounts, const Inputs *in, double **out) {
@@ -676,6 +673,7 @@ done:
 
 static PyMethodDef kernel_methods[] = {
     {"filter_body", kernel_filter_body, METH_VARARGS, filter_body_doc},
+    {"read_pod", kernel_read_pod, METH_VARARGS, read_pod_doc},
     {NULL, NULL, 0, NULL},
 };
 

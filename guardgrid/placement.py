@@ -20,9 +20,9 @@ Two modes per node:
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import compress, repeat
 
 import numpy as np
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from guardgrid.config import Settings
 from guardgrid.quantity import format_bytes
-from guardgrid.records import PodRecord
+from guardgrid.records import PodEssentials, PodRecord
 from guardgrid.risk import oom_risk
 from guardgrid.snapshot import Snapshot
 from guardgrid.state import ALLOCATABLE, REQUESTED, STANDBY, ClusterState, NodeTable
@@ -58,7 +58,7 @@ class PodDemand:
     peak: float  # expected peak: max(request, learned peak of its workload)
 
     @classmethod
-    def of(cls, pod: PodRecord, snapshot: Snapshot | None) -> PodDemand:
+    def of(cls, pod: PodRecord | PodEssentials, snapshot: Snapshot | None) -> PodDemand:
         peak = float(pod.memory_request)
         job = pod.job
         if snapshot is not None and job in snapshot.workloads:

@@ -7,7 +7,7 @@ and every deserialisation milliseconds. Raw JSON (a dict from orjson) is decoded
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,8 +15,8 @@ from typing import Any
 from guardgrid import keys
 from guardgrid.quantity import QuantityError, memory_bytes, parse_quantity
 
-__all__ = ["NodeRecord", "PodRecord", "OwnerRef", "RecordError", "node_from_dict", "pod_from_dict",
-           "pod_memory_request", "job_of", "parse_time"]
+__all__ = ["NodeRecord", "PodRecord", "PodEssentials", "OwnerRef", "RecordError", "node_from_dict",
+           "pod_from_dict", "pod_memory_request", "memory_totals", "container_amounts", "job_of", "parse_time"]
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -91,6 +91,17 @@ class PodRecord:
         return job_of(self.labels, self.annotations, self.owner)
 
 
+@dataclass(frozen=True, slots=True)
+class PodEssentials:
+    """What a scheduling decision needs of the pod being scheduled, and no more (guardgrid.placement.PodDemand
+    reads these four from either this or a PodRecord). guardgrid.pod_reader reads them straight from JSON."""
+
+    uid: str
+    job: str
+    memory_request: int
+    memory_limit: int
+
+
 def job_of(labels: Mapping[str, str], annotations: Mapping[str, str], owner: OwnerRef | None) -> str:
     """The GuardGrid job a pod belongs to: label, then annotation `guardgrid.io/job`, then controller owner.
 
@@ -112,7 +123,7 @@ def parse_time(text: Any) -> float | None:
         return None
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # timestamp(): the latter two outside the platform's time_t
         return None
 
 
@@ -121,6 +132,16 @@ def _dict(value: Any, where: str) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    """A JSON array, or null read as empty: iterating anything else would read a string's characters or
+    raise a TypeError, which is not a reason a caller can give."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
     return value
 
 
@@ -145,7 +166,7 @@ def node_from_dict(obj: Mapping[str, Any]) -> NodeRecord:
     except QuantityError as exc:
         raise RecordError(f"node {name}: {exc}") from exc
     ready = True
-    for condition in status.get("conditions") or ():
+    for condition in _list(status.get("conditions"), f"node {name}: status.conditions"):
         if isinstance(condition, Mapping) and condition.get("type") == "Ready":
             ready = condition.get("status") == "True"
     labels = _str_map(meta.get("labels"), f"node {name}: labels")
@@ -162,47 +183,59 @@ def node_from_dict(obj: Mapping[str, Any]) -> NodeRecord:
     )
 
 
+def container_amounts(request: Any, limit: Any) -> tuple[int, int]:
+    """(request, limit) bytes of one container's memory quantities, None for either unset."""
+    return (memory_bytes(request) if request is not None else 0, memory_bytes(limit) if limit is not None else 0)
+
+
 def _container_memory(containers: Any, where: str) -> list[tuple[int, int]]:
     """(request, limit) bytes per container; a missing request defaults to the limit, as in Kubernetes."""
     amounts = []
-    for container in containers or ():
+    for container in _list(containers, f"{where}: containers"):
         container = _dict(container, where)
         resources = _dict(container.get("resources"), where)
         requests = _dict(resources.get("requests"), where)
         limits = _dict(resources.get("limits"), where)
         limit = limits.get("memory")
-        request = requests.get("memory", limit)
-        amounts.append((memory_bytes(request) if request is not None else 0,
-                        memory_bytes(limit) if limit is not None else 0))
+        amounts.append(container_amounts(requests.get("memory", limit), limit))
     return amounts
 
 
-def pod_memory_request(spec: Mapping[str, Any], where: str = "pod") -> tuple[int, int]:
-    """Effective memory (request, limit) as the scheduler computes it.
+def memory_totals(app: Sequence[tuple[int, int]], inits: Sequence[tuple[int, bool]], overhead: int,
+                  ) -> tuple[int, int]:
+    """Effective memory (request, limit) as the scheduler computes it, from the app containers' (request,
+    limit), the init containers' (request, is a sidecar) in order, and the pod overhead.
 
     Request: max(sum over app containers + sidecar init containers, largest ordinary init container
     on top of the sidecars started before it) + overhead. Limit: the app containers' sum, or 0 when any
     app container is unlimited (the pod as a whole is then unbounded).
     """
+    sidecar_total = 0
+    init_peak = 0
+    for amount, sidecar in inits:
+        if sidecar:
+            sidecar_total += amount
+            init_peak = max(init_peak, sidecar_total)
+        else:
+            init_peak = max(init_peak, sidecar_total + amount)
+    request = max(sum(r for r, _ in app) + sidecar_total, init_peak) + overhead
+    limits = [lim for _, lim in app]
+    limit = sum(limits) + overhead if limits and all(limits) else 0
+    return request, limit
+
+
+def pod_memory_request(spec: Mapping[str, Any], where: str = "pod") -> tuple[int, int]:
+    """Effective memory (request, limit) of a pod spec: `memory_totals` of its containers."""
     try:
         app = _container_memory(spec.get("containers"), where)
-        inits = spec.get("initContainers") or ()
-        sidecar_total = 0
-        init_peak = 0
-        for init, (amount, _) in zip(inits, _container_memory(inits, where), strict=True):
-            if isinstance(init, Mapping) and init.get("restartPolicy") == "Always":
-                sidecar_total += amount
-                init_peak = max(init_peak, sidecar_total)
-            else:
-                init_peak = max(init_peak, sidecar_total + amount)
+        inits = _list(spec.get("initContainers"), f"{where}: initContainers")
+        sidecars = [isinstance(init, Mapping) and init.get("restartPolicy") == "Always" for init in inits]
+        init_amounts = [amount for amount, _ in _container_memory(inits, where)]
         overhead = _dict(spec.get("overhead"), where).get("memory")
         extra = memory_bytes(overhead) if overhead is not None else 0
     except QuantityError as exc:
         raise RecordError(f"{where}: {exc}") from exc
-    request = max(sum(r for r, _ in app) + sidecar_total, init_peak) + extra
-    limits = [lim for _, lim in app]
-    limit = sum(limits) + extra if limits and all(limits) else 0
-    return request, limit
+    return memory_totals(app, list(zip(init_amounts, sidecars, strict=True)), extra)
 
 
 def pod_from_dict(obj: Mapping[str, Any]) -> PodRecord:
@@ -218,19 +251,19 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodRecord:
     status = _dict(obj.get("status"), f"{where}: status")
     request, limit = pod_memory_request(spec, where)
     owner = None
-    for ref in meta.get("ownerReferences") or ():
+    for ref in _list(meta.get("ownerReferences"), f"{where}: ownerReferences"):
         if isinstance(ref, Mapping) and ref.get("controller"):
             owner = OwnerRef(kind=str(ref.get("kind", "")), name=str(ref.get("name", "")),
                              uid=str(ref.get("uid", "")), api_version=str(ref.get("apiVersion", "")))
             break
     scheduled_at = None
-    for condition in status.get("conditions") or ():
+    for condition in _list(status.get("conditions"), f"{where}: status.conditions"):
         if isinstance(condition, Mapping) and condition.get("type") == "PodScheduled" \
                 and condition.get("status") == "True":
             scheduled_at = parse_time(condition.get("lastTransitionTime"))
     annotations = {k: v for k, v in _str_map(meta.get("annotations"), f"{where}: annotations").items()
                    if k.startswith(keys.PREFIX)}
-    images = tuple(str(c.get("image", "")) for c in spec.get("containers") or () if isinstance(c, Mapping))
+    images = tuple(str(c.get("image", "")) for c in _list(spec.get("containers"), where) if isinstance(c, Mapping))
     priority = spec.get("priority", 0)
     return PodRecord(
         uid=str(meta.get("uid") or ""),

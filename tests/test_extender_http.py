@@ -31,6 +31,11 @@ def client():
     (b'{"Pod": {"metadata": {"name": "p"}, "spec": {}}, "Nodes": null, "NodeNames": null}', "nothing to filter"),
     (b'{"Pod": {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"requests": {"memory": "x"}}}]}},'
      b' "NodeNames": []}', "invalid quantity 'x'"),
+    # In kube-scheduler's own layout (the compiled reader's path), with a field of a type it was never sent.
+    (b'{"Pod":{"metadata":{"name":"p"},"status":{"conditions":5}},"Nodes":null,"NodeNames":["worker-1"]}',
+     "status.conditions: expected a list, got int"),
+    (b'{"Pod":{"metadata":{"name":"p"},"spec":{"containers":{"a":1}}},"Nodes":null,"NodeNames":["worker-1"]}',
+     "containers: expected a list, got dict"),
 ])
 def test_unreadable_filter_bodies_get_400_with_the_reason_and_the_worker_keeps_serving(client, body, reason):
     response = client.post("/filter", data=body, content_type="application/json")

@@ -889,6 +889,18 @@ def test_the_dockerfile_builds_a_venv_in_a_builder_stage_from_python_3_11_slim()
     assert not [i for i in stages[-1] if i.keyword == "RUN" and "pip install" in i.arguments]
 
 
+def test_the_builder_stage_gets_every_file_the_kernel_build_compiles() -> None:
+    """A C source or header added to scripts/build_kernel.py but not copied would fail only in a real image
+    build, which CI cannot run here."""
+    build = ast.parse((REPO / "scripts" / "build_kernel.py").read_text(encoding="utf-8"))
+    compiled = {node.right.value for node in ast.walk(build)  # PACKAGE / "name.c"
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                and str(node.right.value).endswith((".c", ".h"))}
+    assert compiled >= {"_kernel.c", "_pod_reader.c", "_kernel.h"}
+    copied = {Path(source).name for i in dockerfile_stages()[0] if i.keyword == "COPY" for source in _copy_sources(i)}
+    assert compiled <= copied
+
+
 def test_the_final_stage_runs_as_a_numeric_non_root_user_after_its_last_run() -> None:
     final = dockerfile_stages()[-1]
     users = [n for n, i in enumerate(final) if i.keyword == "USER"]
