@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -51,10 +51,10 @@ from guardgrid.state import ClusterState
 __all__ = ["ExtenderService"]
 
 
-@dataclass(frozen=True, slots=True)
-class _FilterContext:
+class _FilterContext(NamedTuple):
     """What one filter decides against, read once: the snapshot, the clock, the pod's demand, the in-flight
-    cut-off (already applied to the state) and the state generation they were read at."""
+    cut-off (already applied to the state) and the state generation they were read at. A tuple: one is made
+    per filter request."""
 
     snapshot: Snapshot | None
     now: float

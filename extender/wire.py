@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -130,10 +130,10 @@ _RECENT_POD = _RecentPod()
 _NODE_CACHE_HEAD, _NODE_CACHE_NAMES, _NODE_CACHE_TAIL = b'{"Pod":', b',"Nodes":null,"NodeNames":[', b"]}"
 
 
-@dataclass(frozen=True)
-class NodeCacheLayout:
+class NodeCacheLayout(NamedTuple):
     """A node-cache request in kube-scheduler's own layout, `{"Pod":P,"Nodes":null,"NodeNames":[...]}`, cut
-    into its parts without decoding the names (the compiled filter reads them from the bytes)."""
+    into its parts without decoding the names (the compiled filter reads them from the bytes). A tuple: one
+    is made per filter request."""
 
     pod: PodEssentials | PodRecord  # what the decision reads of P
     pod_json: bytes  # P, exactly as sent

@@ -12,7 +12,7 @@ tests/test_kernel.py compares the two on random clusters and bodies, byte for by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from guardgrid.config import Settings
 from guardgrid.placement import UNKNOWN_NODE_MESSAGE, ForecastAligner, PodDemand
@@ -31,9 +31,9 @@ def available() -> bool:
     return _kernel is not None
 
 
-@dataclass(frozen=True, slots=True)
-class BodyFilter:
-    """A filter answered from the request's bytes: every text byte for byte what the Python path writes."""
+class BodyFilter(NamedTuple):
+    """A filter answered from the request's bytes: every text byte for byte what the Python path writes. A
+    tuple: one is made per filter request."""
 
     answer: bytes  # the ExtenderFilterResult
     names_json: bytes  # the passed names as a JSON array, for the prioritize request that follows
@@ -73,9 +73,9 @@ def filter_body_decision(state: ClusterState, snapshot: Snapshot | None, aligner
         forecast, recent = None, {}
     outcome = _kernel.filter_body(
         body, start, end, index.bucket_hashes, index.slot_rows, index.mask, table.memory, forecast,
-        dict(state.own_standby(pod.job)), recent, existing_row,
+        state.own_standby(pod.job), recent, existing_row,
         float(existing.memory_request) if existing is not None else 0.0, pod.peak, settings.risk_threshold,
         settings.filter_keep_least_risky, settings.fallback_spread, settings.fault_prior_rate_per_hour,
         settings.fault_rate_reference_per_hour, settings.weight_risk, settings.weight_balance,
         settings.weight_fault, UNKNOWN_NODE_MESSAGE)
-    return BodyFilter(*outcome) if outcome is not None else None
+    return BodyFilter._make(outcome) if outcome is not None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from guardgrid import keys
 from guardgrid.kernel import _kernel
 from guardgrid.quantity import QuantityError, memory_bytes
-from guardgrid.records import OwnerRef, PodEssentials, container_amounts, job_of, memory_totals
+from guardgrid.records import PodEssentials, container_amounts, job_from, memory_totals
 
 __all__ = ["read_pod_essentials"]
 
@@ -27,14 +27,10 @@ def read_pod_essentials(text: bytes, offset: int) -> tuple[PodEssentials, int] |
     if found is None:
         return None
     end, uid, job_label, standby_for, job_annotation, owner_name, containers, inits, overhead = found
-    labels = {key: value for key, value in ((keys.JOB, job_label), (keys.STANDBY_FOR, standby_for))
-              if value is not None}
-    annotations = {keys.JOB: job_annotation} if job_annotation is not None else {}
-    owner = OwnerRef(kind="", name=owner_name, uid="") if owner_name is not None else None
     try:
         app = [container_amounts(request, limit) for request, limit in containers]
         init_amounts = [(container_amounts(request, limit)[0], sidecar) for request, limit, sidecar in inits]
         request, limit = memory_totals(app, init_amounts, memory_bytes(overhead) if overhead is not None else 0)
     except QuantityError:  # pod_from_dict rejects it, with the reason
         return None
-    return PodEssentials(uid, job_of(labels, annotations, owner), request, limit), end
+    return PodEssentials(uid, job_from(standby_for, job_label, job_annotation, owner_name), request, limit), end

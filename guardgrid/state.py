@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -238,8 +238,8 @@ class ClusterState:
             self.table.standby[i] += sign * pod.memory_request
 
     # --- queries -------------------------------------------------------------------------------------
-    def own_standby(self, job: str) -> Mapping[str, float]:
-        """Memory of the standby slots serving `job`, by node name (empty for no job)."""
+    def own_standby(self, job: str) -> dict[str, float]:
+        """Memory of the standby slots serving `job`, by node name (empty for no job): a new dict, the caller's."""
         if not job:
             return {}
         with self.lock:
