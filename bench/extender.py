@@ -609,7 +609,7 @@ def profile_worker(workdir: Path) -> dict[str, Any]:
             passed, failed, reasons = filter_decisions(evaluation, settings.risk_threshold)
             t3 = clock()
             for reason, count in Counter(reasons.values()).items():  # as ExtenderService.filter_then does
-                metrics.rejected(reason).inc(count)
+                metrics.TALLY.rejected(reason, count)
             t4 = clock()
             filter_result(args, passed, failed)
             t5 = clock()

@@ -47,11 +47,6 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
-def _observe(verb: str, status: int, seconds: float) -> None:
-    """Every answered filter/prioritize/preempt request, once, with its status (hot_path.HotVerbs.answer)."""
-    metrics.requests(verb, str(status)).inc()
-    metrics.latency(verb).observe(seconds)
-
 
 def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                snapshot: Callable[[], Snapshot | None] | None = None, start: bool = True) -> Flask:
@@ -70,6 +65,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                                       on_update=lambda s: service.aligner.align(s, cache.state.table))
         service.snapshot = lambda: refresher.latest  # read the latest reference, never block
     if start:
+        metrics.TALLY.start()
         cache.start()
         if refresher is not None and settings.predictor_url:
             refresher.start()
@@ -84,7 +80,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
         "filter": service.filter_body_then,  # (answer, after-work to run once the answer is sent)
         "prioritize": lambda body: (service.prioritize_body(body), None),
         "preempt": lambda body: (service.preempt(parse_preemption_args(body)), None),
-    }, settings.max_body_bytes, ready=lambda: cache.synced, observe=_observe)
+    }, settings.max_body_bytes, ready=lambda: cache.synced, observe=metrics.TALLY.request)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -101,6 +97,7 @@ def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
         age = service.snapshot_age()
         metrics.SNAPSHOT_AGE.set(age)
         metrics.CACHE_SYNCED.set(1 if cache.synced else 0)
+        metrics.TALLY.flush()  # this worker's requests up to now; the other workers' within a second
         return Response(render_metrics(), mimetype=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(HTTPException)

@@ -9,6 +9,7 @@ mode needs PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod) and the dead-worker
 """
 
 import os
+import sys
 
 from prometheus_client import multiprocess
 
@@ -34,6 +35,12 @@ def on_starting(server):  # noqa: ANN001 - gunicorn hook signature
         for name in os.listdir(directory):
             if name.endswith(".db"):
                 os.remove(os.path.join(directory, name))
+
+
+def worker_exit(server, worker):  # noqa: ANN001 - gunicorn hook signature
+    """In the worker, as it exits: the request metrics it counted since its last flush (extender.metrics)."""
+    if "extender.metrics" in sys.modules:
+        sys.modules["extender.metrics"].TALLY.flush()
 
 
 def child_exit(server, worker):  # noqa: ANN001 - gunicorn hook signature

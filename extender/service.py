@@ -161,7 +161,7 @@ class ExtenderService:
                                  context.since is not None, evaluation, keep, passed or [], request, answer)
             for reason, count in rejections.items():
                 if count:
-                    metrics.rejected(reason).inc(count)
+                    metrics.TALLY.rejected(reason, count)
         return after
 
     def prioritize_body(self, body: bytes) -> bytes:

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import NODE_CACHE_CLUSTER, SCHEDULER
+from conftest import NODE_CACHE_CLUSTER, SCHEDULER, wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -64,11 +63,20 @@ def gunicorn(tmp_path):
 
 
 def test_request_counts_are_summed_over_both_workers(gunicorn):
+    """Each worker writes its counts once a second (extender.metrics.RequestTally): the scrape sees all 40
+    within that, and never more."""
     body = (SCHEDULER / "node-cache" / "filter-args.json").read_bytes()
     for _ in range(40):
         status, _ = _request(gunicorn, "POST", "/filter", body)
         assert status == 200
-    _, text = _request(gunicorn, "GET", "/metrics")
-    line = next(l for l in text.decode().splitlines()
-                if l.startswith('guardgrid_extender_requests_total{code="200",verb="filter"}'))
-    assert float(line.split()[-1]) == 40.0
+    seen: list[float] = []
+
+    def counted() -> float:
+        _, text = _request(gunicorn, "GET", "/metrics")
+        line = next((l for l in text.decode().splitlines()
+                     if l.startswith('guardgrid_extender_requests_total{code="200",verb="filter"}')), "x 0")
+        seen.append(float(line.split()[-1]))
+        return seen[-1]
+
+    assert wait_for(lambda: counted() >= 40.0, timeout=10)
+    assert max(seen) == 40.0

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder
 
 from bench.noop_extender import create_app as create_noop_app
+from extender import metrics
 from extender.app import create_app
 from extender.hot_path import NOT_SYNCED, HotVerbs, serve_hot_verbs, status_line
 from extender.service import ExtenderService
@@ -93,6 +94,8 @@ class Delegations:
 
 
 def sample(name: str, **labels: str) -> float:
+    """A metric as a scrape of this worker sees it (/metrics writes the requests counted so far first)."""
+    metrics.TALLY.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
