@@ -47,7 +47,6 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
-
 def create_app(settings: Settings | None = None, api: KubeAPI | None = None,
                snapshot: Callable[[], Snapshot | None] | None = None, start: bool = True) -> Flask:
     """Build the app. Tests pass `api` (an InMemoryKubeAPI) and/or `snapshot`; production passes nothing."""

@@ -63,6 +63,7 @@ class _FilterContext(NamedTuple):
     recent: dict[str, float]  # in-flight memory by node as of `since` (empty without a fresh snapshot)
     generation: int
 
+
 log = logging.getLogger(__name__)
 
 
